@@ -1,0 +1,1 @@
+"""Read-only facts about a model: cost, channel dependency groups, layer candidates."""

@@ -1,0 +1,1 @@
+"""Pruning passes over the onnx-ir graph, one module per pass family."""

@@ -1,0 +1,38 @@
+"""Progress display: a bar on a terminal, plain lines in logs and CI.
+
+Long steps (simplification, candidate scoring, timing) must show they are
+alive to a person, but a build log should not fill with redraw sequences.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def interactive() -> bool:
+    """Whether standard error is a terminal a person is watching."""
+    return sys.stderr.isatty()
+
+
+@contextmanager
+def progress(description: str, total: int | None = None, quiet: bool = False) -> Iterator[Callable[[int], None]]:
+    """Yield an ``advance(steps)`` callable; draw a bar only on a terminal.
+
+    Without a terminal a single line announces the step, so logs show where a
+    long run spent its time without any escape codes.
+    """
+    if quiet:
+        yield lambda steps=1: None
+        return
+    if not interactive():
+        print(f"{description} ...", file=sys.stderr, flush=True)
+        yield lambda steps=1: None
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda steps=1: bar.advance(task, steps)

@@ -1,0 +1,143 @@
+"""onnxruntime sessions and model inputs, shared by validation and timing.
+
+Validation runs with graph optimisations off so that differences come from the
+model, not from the runtime rewriting it; timing runs with them on, because
+that is what a deployment gets.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from onnxprune import ir as irx
+from onnxprune.errors import InputError
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A graph input with every dimension resolved to a number."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def make_session(model: ir.Model, *, optimize: bool, threads: int = 1) -> ort.InferenceSession:
+    """A CPU session for ``model``; models too big for one protobuf go through a file."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        if irx.has_external_tensors(model) or irx.weight_bytes(model) > irx.PROTOBUF_LIMIT_BYTES:
+            with tempfile.TemporaryDirectory() as directory:
+                path = os.path.join(directory, "model.onnx")
+                ir.save(model, path, external_data="model.onnx.data")
+                return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            irx.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+    except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError, ValueError) as error:
+        # onnxruntime reports graph errors as its own exception types with long messages.
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise InputError(f"onnxruntime cannot load the model: {first}") from None
+
+
+def run(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run once and return outputs by name."""
+    names = [output.name for output in session.get_outputs()]
+    try:
+        results = session.run(names, dict(feeds))
+    except Exception as error:  # onnxruntime raises its own Fail/InvalidArgument types
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise InputError(f"onnxruntime failed to run the model: {first}") from None
+    return dict(zip(names, results))
+
+
+def input_specs(model: ir.Model, shapes: Mapping[str, tuple[int, ...]] | None = None) -> list[InputSpec]:
+    """Resolve every graph input to a concrete shape.
+
+    Symbolic dims come from ``shapes`` (``--input-shape NAME=1,3,224,224``);
+    a leading symbolic dim is taken as the batch and set to 1.  Any other
+    unknown dim is an error that names it, since guessing would validate on
+    inputs the user never meant.
+    """
+    shapes = dict(shapes or {})
+    names = {value.name for value in model.graph.inputs}
+    for name in shapes:
+        if name not in names:
+            raise InputError(f"--input-shape names '{name}', which is not a graph input (inputs: {', '.join(sorted(names))})")
+    specs = []
+    for value in model.graph.inputs:
+        if value.is_initializer():
+            continue
+        if not isinstance(value.type, ir.TensorType) or value.dtype is None:
+            raise InputError(f"input '{value.name}' is not a tensor; only tensor inputs are supported")
+        dtype = value.dtype.numpy()
+        if value.name in shapes:
+            shape = tuple(shapes[value.name])
+            if value.shape is not None and len(shape) != len(value.shape):
+                raise InputError(f"--input-shape {value.name}: rank {len(shape)} given, the model's input has rank {len(value.shape)}")
+            specs.append(InputSpec(value.name, shape, dtype))
+            continue
+        if value.shape is None:
+            raise InputError(f"input '{value.name}' has no declared shape; give one with --input-shape {value.name}=D0,D1,...")
+        dims = []
+        for axis, dim in enumerate(value.shape):
+            if isinstance(dim, int):
+                dims.append(dim)
+            elif axis == 0:
+                dims.append(1)
+            else:
+                raise InputError(
+                    f"input '{value.name}' dim {axis} is symbolic ('{dim}'); give it with --input-shape {value.name}=D0,D1,..."
+                )
+        specs.append(InputSpec(value.name, tuple(dims), dtype))
+    return specs
+
+
+def random_inputs(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:
+    """Seeded inputs per dtype: normal floats, small non-negative integers, random booleans."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in specs:
+        if np.issubdtype(spec.dtype, np.floating):
+            feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
+        elif np.issubdtype(spec.dtype, np.integer):
+            feeds[spec.name] = rng.integers(0, 8, spec.shape).astype(spec.dtype)
+        elif spec.dtype == np.bool_:
+            feeds[spec.name] = rng.random(spec.shape) < 0.5
+        else:
+            raise InputError(f"input '{spec.name}' has dtype {spec.dtype}, which cannot be generated; pass --inputs FILE.npz")
+    return feeds
+
+
+def load_npz_inputs(path: str | os.PathLike, specs: list[InputSpec]) -> dict[str, np.ndarray]:
+    """Inputs from an npz whose keys are the graph's input names (extra keys such as ``labels`` are ignored)."""
+    path = Path(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: not a readable .npz file ({str(error).splitlines()[0][:200]})") from None
+    with archive:
+        feeds = {}
+        for spec in specs:
+            if spec.name not in archive.files:
+                raise InputError(f"{path}: no array named '{spec.name}' (the model's input); keys: {', '.join(archive.files)}")
+            array = archive[spec.name]
+            if array.dtype != spec.dtype:
+                raise InputError(f"{path}: '{spec.name}' has dtype {array.dtype}, the model wants {spec.dtype}")
+            feeds[spec.name] = array
+    return feeds
+

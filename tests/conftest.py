@@ -1,0 +1,30 @@
+"""Shared fixtures: the shipped sample models and an onnxruntime runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO / "models"
+SAMPLE_MODELS = sorted(MODELS_DIR.glob("*.onnx"))
+
+
+def run_onnx(model: onnx.ModelProto | str | Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run a model in onnxruntime on CPU with graph optimisations off (so the model, not the runtime, is compared)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+@pytest.fixture(params=SAMPLE_MODELS, ids=[path.stem for path in SAMPLE_MODELS])
+def sample_model(request: pytest.FixtureRequest) -> Path:
+    """Each model shipped in models/."""
+    return request.param
