@@ -1,0 +1,221 @@
+"""The ``onnxprune`` command: a thin layer over the Python API.
+
+Exit codes are part of the interface for build pipelines: 0 success, 1 a
+validation or quality gate failed, 2 bad usage or bad input.  User errors end
+in one line on stderr; ``--verbose`` adds the traceback for bug reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rich.console import Console
+
+from onnxprune import __version__
+from onnxprune import ir as irx
+from onnxprune.analysis.cost import model_cost
+from onnxprune.bench import benchmark
+from onnxprune.config import OPTIONS, PruneConfig, load_config_file, parse_input_shapes
+from onnxprune.errors import InputError, OnnxPruneError
+from onnxprune.pipeline import prune
+from onnxprune.report import inspect_data, print_json, render_bench, render_inspect, render_prune, render_validation, write_json
+from onnxprune.validate import DEFAULT_ATOL, DEFAULT_RTOL, InputSource, validate
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2 like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = _build_parser()
+    arguments = parser.parse_args(argv)
+    console = Console(soft_wrap=True)
+    try:
+        return arguments.handler(arguments, console)
+    except OnnxPruneError as error:
+        if arguments.verbose:
+            traceback.print_exc()
+        print(f"onnxprune: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("onnxprune: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as error:  # a model the passes cannot handle must not end in a traceback
+        if arguments.verbose:
+            traceback.print_exc()
+        text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        print(f"onnxprune: error: cannot process this model: {type(error).__name__}: {text} (rerun with --verbose for details)", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="onnxprune", description="Prune ONNX models, then validate and time the result in onnxruntime.")
+    parser.add_argument("--version", action="version", version=f"onnxprune {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    inspect = commands.add_parser("inspect", help="inputs, outputs, parameters, MACs, op histogram")
+    inspect.add_argument("model")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    inspect.set_defaults(handler=_inspect)
+
+    check = commands.add_parser("validate", help="check CANDIDATE and compare its outputs with REFERENCE's")
+    check.add_argument("reference")
+    check.add_argument("candidate")
+    check.add_argument("--inputs", help="npz of inputs (keys = input names)")
+    check.add_argument("--samples", type=int, default=3, help="generated input samples (default 3)")
+    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
+    check.add_argument("--atol", type=float, default=DEFAULT_ATOL)
+    check.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(handler=_validate)
+
+    timing = commands.add_parser("bench", help="onnxruntime CPU latency, models interleaved")
+    timing.add_argument("models", nargs="+")
+    timing.add_argument("--runs", type=int, default=50)
+    timing.add_argument("--warmup", type=int, default=5)
+    timing.add_argument("--threads", type=int, default=1)
+    timing.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...")
+    timing.add_argument("--json", action="store_true")
+    timing.set_defaults(handler=_bench)
+
+    pruning = commands.add_parser("prune", help="prune, validate and time against the original")
+    pruning.add_argument("model")
+    pruning.add_argument("-o", "--output", required=True, help="where to write the pruned model")
+    pruning.add_argument("--config", help="TOML file, or a pyproject.toml with [tool.onnxprune]")
+    pruning.add_argument("--profile", help="a [profile.NAME] table of the config file")
+    pruning.add_argument("--report", help="write the JSON report here")
+    pruning.add_argument("--json", action="store_true", help="print the JSON report instead of tables")
+    for option in OPTIONS:
+        _add_option(pruning, option)
+    pruning.set_defaults(handler=_prune)
+
+    for sub in (inspect, check, timing, pruning):
+        sub.add_argument("-v", "--verbose", action="store_true", help="show details (tracebacks) on errors")
+    return parser
+
+
+def _add_option(parser: argparse.ArgumentParser, option: Any) -> None:
+    """One command-line flag per config option; unset flags stay None so the config file shows through."""
+    flag = f"--{option.name}"
+    text = option.help + (f" (default {option.default})" if option.default not in (None, ()) else "")
+    if option.kind is bool:
+        parser.add_argument(flag, dest=option.key, action=argparse.BooleanOptionalAction, default=None, help=text)
+    elif option.many:
+        parser.add_argument(flag, dest=option.key, action="append", default=None, help=text)
+    else:
+        parser.add_argument(flag, dest=option.key, type=option.kind, default=None, choices=option.choices, help=text)
+
+
+def _inspect(arguments: argparse.Namespace, console: Console) -> int:
+    model = irx.load(arguments.model)
+    data = inspect_data(model, model_cost(model, arguments.model))
+    if arguments.json:
+        print_json(console, data)
+    else:
+        render_inspect(console, data)
+    return EXIT_OK
+
+
+def _validate(arguments: argparse.Namespace, console: Console) -> int:
+    if arguments.samples < 1:
+        raise InputError("--samples must be at least 1")
+    reference = irx.load(arguments.reference)
+    candidate = _load_candidate(arguments.candidate)
+    source = InputSource(arguments.inputs, arguments.samples, arguments.seed, parse_input_shapes(tuple(arguments.input_shape)))
+    result = validate(reference, candidate, source, rtol=arguments.rtol, atol=arguments.atol)
+    if arguments.json:
+        print_json(console, result.to_dict())
+    else:
+        render_validation(console, result)
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _load_candidate(path: str) -> Any:
+    """Load a candidate that may fail the checker: that is a validation failure (exit 1), not bad input."""
+    try:
+        return irx.load(path)
+    except InputError as error:
+        if "fails onnx.checker" not in str(error):
+            raise
+    import onnx
+
+    return irx.from_proto(onnx.load(path, load_external_data=False))
+
+
+def _bench(arguments: argparse.Namespace, console: Console) -> int:
+    if arguments.runs < 1 or arguments.warmup < 0 or arguments.threads < 1:
+        raise InputError("--runs and --threads must be at least 1, --warmup at least 0")
+    models = [irx.load(path) for path in arguments.models]
+    timings = benchmark(
+        models,
+        runs=arguments.runs,
+        warmup=arguments.warmup,
+        threads=arguments.threads,
+        shapes=parse_input_shapes(tuple(arguments.input_shape)),
+        quiet=arguments.json,
+    )
+    if arguments.json:
+        print_json(console, [{"model": path, **timing.to_dict()} for path, timing in zip(arguments.models, timings)])
+    else:
+        render_bench(console, arguments.models, timings, arguments.threads)
+    return EXIT_OK
+
+
+def _prune(arguments: argparse.Namespace, console: Console) -> int:
+    config = _effective_config(arguments)
+    output = Path(arguments.output)
+    _refuse_overwriting_input(Path(arguments.model), output)
+    result = prune(arguments.model, config, quiet=arguments.json)
+    if result.passed:
+        result.save(output)
+    else:
+        # A failed build must not leave a model behind that looks fine.
+        output.unlink(missing_ok=True)
+    result.report["output"] = str(output) if result.passed else None
+    if arguments.report:
+        write_json(result.report, arguments.report)
+    if arguments.json:
+        print_json(console, result.report)
+    else:
+        render_prune(console, result.report)
+        console.print(f"wrote {output}" if result.passed else f"[red]not written: {output}[/]")
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _effective_config(arguments: argparse.Namespace) -> PruneConfig:
+    """Defaults, then the config file (and profile), then the command line."""
+    config = PruneConfig()
+    if arguments.config:
+        config.update(load_config_file(arguments.config, arguments.profile), source=arguments.config)
+    elif arguments.profile:
+        raise InputError("--profile needs --config FILE")
+    given = {option.key: getattr(arguments, option.key) for option in OPTIONS if getattr(arguments, option.key) is not None}
+    config.update(given, source="command line")
+    return config
+
+
+def _refuse_overwriting_input(model: Path, output: Path) -> None:
+    """The input model and its external data must survive any run."""
+    if output.resolve() == model.resolve():
+        raise InputError(f"{output}: output would overwrite the input model; choose another path")
+    if output.is_dir():
+        raise InputError(f"{output}: is a directory; give a file path")
+    if os.path.exists(output) and not os.access(output, os.W_OK):
+        raise InputError(f"{output}: not writable")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Tables for people; the JSON report is the same data for scripts.
+
+Everything printed here is read from the report dictionaries the API returns,
+so the terminal view and ``--report FILE.json`` cannot tell different stories.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx_ir as ir
+from rich.console import Console
+from rich.table import Table
+
+from onnxprune.analysis.cost import Cost
+from onnxprune.bench import Timing
+from onnxprune.ir import atomic_output
+from onnxprune.validate import Validation
+
+def write_json(data: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write a report file atomically."""
+    with atomic_output(Path(path)) as temporary:
+        temporary.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def print_json(console: Console, data: Any) -> None:
+    """Machine-readable output on stdout, nothing else."""
+    console.file.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def inspect_data(model: ir.Model, cost: Cost) -> dict[str, Any]:
+    """What ``inspect --json`` prints: interface, size and cost."""
+    return {
+        "inputs": [_signature(value) for value in model.graph.inputs if not value.is_initializer()],
+        "outputs": [_signature(value) for value in model.graph.outputs],
+        "opsets": dict(model.opset_imports),
+        **cost.to_dict(),
+    }
+
+
+def render_inspect(console: Console, data: dict[str, Any]) -> None:
+    """Interface, totals and op histogram as tables."""
+    interface = Table(title="interface")
+    for column in ("", "name", "type", "shape"):
+        interface.add_column(column)
+    for kind in ("inputs", "outputs"):
+        for entry in data[kind]:
+            interface.add_row(kind[:-1], entry["name"], entry["dtype"], str(entry["shape"]))
+    console.print(interface)
+    totals = Table(title="cost")
+    totals.add_column("measure")
+    totals.add_column("value", justify="right")
+    totals.add_row("parameters", f"{data['params']:,}")
+    totals.add_row("MACs", f"{data['macs']:,}")
+    totals.add_row("other ops (elements)", f"{data['elementwise_ops']:,}")
+    totals.add_row("nodes", f"{data['nodes']:,}")
+    totals.add_row("file size", _bytes(data["file_bytes"]))
+    console.print(totals)
+    histogram = Table(title="op histogram")
+    histogram.add_column("op")
+    histogram.add_column("count", justify="right")
+    for op, count in sorted(data["op_histogram"].items(), key=lambda item: (-item[1], item[0])):
+        histogram.add_row(op, str(count))
+    console.print(histogram)
+    if data["unknown_shape_nodes"]:
+        console.print(f"[yellow]MACs not counted (unknown shapes):[/] {', '.join(data['unknown_shape_nodes'])}")
+
+
+def render_validation(console: Console, validation: Validation) -> None:
+    """Per-output drift and the verdict."""
+    if validation.checker_error is not None:
+        console.print(f"[red]onnx.checker failed:[/] {validation.checker_error}")
+    for problem in validation.problems:
+        console.print(f"[red]{problem}[/]")
+    if validation.outputs:
+        table = Table(title=f"outputs vs reference ({validation.samples} input batch(es), rtol {validation.rtol:g}, atol {validation.atol:g})")
+        for column in ("output", "shape", "max abs diff", "max rel diff", "cosine", "top-1 agree", "within tol"):
+            table.add_column(column, justify="right" if column not in ("output", "shape") else "left")
+        for output in validation.outputs:
+            table.add_row(
+                output.name,
+                str(output.shape),
+                f"{output.max_abs_diff:.3g}",
+                f"{output.max_rel_diff:.3g}",
+                f"{output.cosine:.6f}",
+                "-" if output.top1_agreement is None else f"{output.top1_agreement:.1%}",
+                "yes" if output.within_tolerance else "[red]no[/]",
+            )
+        console.print(table)
+    if validation.accuracy is not None:
+        console.print(
+            f"accuracy: reference {validation.accuracy['reference']:.2%}, candidate {validation.accuracy['candidate']:.2%}"
+        )
+    console.print("[green]PASSED[/]" if validation.passed else "[red]FAILED[/]")
+
+
+def render_bench(console: Console, names: Sequence[str], timings: Sequence[Timing], threads: int) -> None:
+    """Latency per model and speedup relative to the first."""
+    table = Table(title=f"onnxruntime CPU latency ({timings[0].runs} interleaved runs, {threads} thread(s))")
+    for column in ("model", "median ms", "p10 ms", "p90 ms", "speedup vs first"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, timing in zip(names, timings):
+        table.add_row(name, f"{timing.median_ms:.3f}", f"{timing.p10_ms:.3f}", f"{timing.p90_ms:.3f}", f"{timing.speedup:.2f}x")
+    console.print(table)
+
+
+def render_prune(console: Console, report: dict[str, Any]) -> None:
+    """The before/after table, what each pass did and declined, gates and failures."""
+    original, pruned = report["original"], report["pruned"]
+    table = Table(title="onnxprune: original vs pruned")
+    for column in ("", "original", "pruned", "ratio"):
+        table.add_column(column, justify="left" if not column else "right")
+    for label, key, formatter in (
+        ("parameters", "params", lambda value: f"{value:,}"),
+        ("MACs", "macs", lambda value: f"{value:,}"),
+        ("file size", "file_bytes", _bytes),
+        ("nodes", "nodes", lambda value: f"{value:,}"),
+    ):
+        table.add_row(label, formatter(original[key]), formatter(pruned[key]), _ratio(pruned[key], original[key]))
+    if report["speedup"] is not None:
+        before, after = original["latency_ms"], pruned["latency_ms"]
+        table.add_row("latency median", f"{before['median']:.3f} ms", f"{after['median']:.3f} ms", _ratio(after["median"], before["median"]))
+        table.add_row("latency p90", f"{before['p90']:.3f} ms", f"{after['p90']:.3f} ms", _ratio(after["p90"], before["p90"]))
+        table.add_row("speedup", "", "", f"{report['speedup']:.2f}x")
+    validation = report["validation"]
+    if validation is not None and validation["outputs"]:
+        worst_abs = max(output["max_abs_diff"] for output in validation["outputs"])
+        worst_cos = min(output["cosine"] for output in validation["outputs"])
+        table.add_row("output drift", "", "", f"max abs {worst_abs:.3g}, cosine {worst_cos:.6f}")
+        agreements = [output["top1_agreement"] for output in validation["outputs"] if output["top1_agreement"] is not None]
+        if agreements:
+            table.add_row("top-1 agreement", "", "", f"{min(agreements):.1%}")
+        if validation["accuracy"] is not None:
+            accuracy = validation["accuracy"]
+            table.add_row("accuracy", f"{accuracy['reference']:.2%}", f"{accuracy['candidate']:.2%}", "")
+    console.print(table)
+    render_passes(console, report["passes"])
+    for gate in report["gates"]:
+        verdict = "[green]passed[/]" if gate["passed"] else f"[red]FAILED by {abs(gate['margin']):.6g}[/]"
+        console.print(f"gate {gate['name']}: {gate['value']:.6g} (limit {gate['limit']:.6g}) {verdict}")
+    for failure in report.get("failures", []):
+        console.print(f"[red]{failure}[/]")
+
+
+def render_passes(console: Console, passes: list[dict[str, Any]]) -> None:
+    """One line per pass with its totals, then every declined candidate with its reason."""
+    for step in passes:
+        summary = ", ".join(f"{key}={_short(value)}" for key, value in step["summary"].items() if key != "note")
+        console.print(f"[bold]{step['name']}[/]: {len(step['changes'])} change(s){'; ' + summary if summary else ''}")
+        if "note" in step["summary"]:
+            console.print(f"  note: {step['summary']['note']}")
+        for skip in step["skipped"]:
+            console.print(f"  skipped {skip['target']}: {skip['reason']}")
+
+
+def _signature(value: ir.Value) -> dict[str, Any]:
+    shape = None if value.shape is None else [dim if isinstance(dim, int) else str(dim) for dim in value.shape]
+    return {"name": value.name, "dtype": value.dtype.name if value.dtype else "?", "shape": shape}
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return str(value)
+
+
+def _ratio(after: float | None, before: float | None) -> str:
+    if not before or after is None:
+        return "-"
+    return f"{after / before:.3f}"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."

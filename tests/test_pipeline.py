@@ -1,0 +1,164 @@
+"""The build step: gates, exit codes, config files, determinism, never touching the input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from onnxprune.cli import main
+from tests.conftest import MODELS_DIR, REPO
+
+CONVNET = MODELS_DIR / "convnet2.onnx"
+DIGITS = MODELS_DIR / "digits_cnn.onnx"
+DIGITS_NPZ = MODELS_DIR / "digits_test.npz"
+FAST = ["--runs", "3", "--warmup", "0"]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _prune(tmp_path: Path, *argv: str, model: Path = DIGITS) -> tuple[int, dict, Path]:
+    out = tmp_path / "out.onnx"
+    report = tmp_path / "report.json"
+    code = main(["prune", str(model), "-o", str(out), "--report", str(report), *FAST, *argv])
+    return code, json.loads(report.read_text()), out
+
+
+LOSSY = ["--weight-sparsity", "0.9"]
+
+
+@pytest.mark.parametrize(
+    ("gate", "passing", "failing", "extra"),
+    [
+        ("--max-abs-diff", "1e9", "1e-9", LOSSY),
+        ("--min-cosine", "0.0", "0.999999", LOSSY),
+        ("--min-top1-agreement", "0.0", "1.0", ["--weight-sparsity", "0.97"]),
+        ("--min-accuracy", "0.5", "1.0", ["--calibration", str(DIGITS_NPZ), "--weight-sparsity", "0.97"]),
+        ("--min-speedup", "0.01", "100", []),
+        ("--max-macs-ratio", "1.0", "0.5", []),
+    ],
+)
+def test_each_gate_passes_and_fails(gate: str, passing: str, failing: str, extra: list[str], tmp_path: Path) -> None:
+    code, report, out = _prune(tmp_path, gate, passing, *extra)
+    assert code == 0 and out.exists()
+    assert report["gates"] and all(entry["passed"] for entry in report["gates"])
+
+    out.unlink()
+    code, report, out = _prune(tmp_path, gate, failing, *extra)
+    assert code == 1
+    assert not out.exists(), "a failed gate must not leave a model behind"
+    failed = [entry for entry in report["gates"] if not entry["passed"]]
+    assert [entry["name"] for entry in failed] == [gate.lstrip("-")]
+    assert report["failures"] and gate.lstrip("-") in report["failures"][0]
+
+
+def test_failed_gate_removes_a_stale_output(tmp_path: Path) -> None:
+    out = tmp_path / "out.onnx"
+    out.write_bytes(DIGITS.read_bytes())
+    code, _, out = _prune(tmp_path, "--max-macs-ratio", "0.1")
+    assert code == 1 and not out.exists()
+
+
+def test_report_has_the_documented_fields(tmp_path: Path) -> None:
+    code, report, _ = _prune(tmp_path, "--weight-sparsity", "0.5", "--calibration", str(DIGITS_NPZ))
+    assert code == 0
+    for side in ("original", "pruned"):
+        assert set(report[side]) >= {"params", "macs", "file_bytes", "nodes", "latency_ms"}
+        assert set(report[side]["latency_ms"]) >= {"median", "p90"}
+    assert report["speedup"] > 0
+    output = report["validation"]["outputs"][0]
+    assert set(output) >= {"max_abs_diff", "max_rel_diff", "cosine", "top1_agreement"}
+    assert set(report["validation"]["accuracy"]) == {"reference", "candidate"}
+    assert set(report["versions"]) >= {"onnxprune", "onnx", "onnxruntime"}
+    assert report["config"]["weight-sparsity"] == 0.5
+    assert [step["name"] for step in report["passes"]][:2] == ["simplify", "weights"]
+
+
+def test_no_pass_writes_an_equivalent_model(tmp_path: Path) -> None:
+    code, report, out = _prune(tmp_path, model=CONVNET)
+    assert code == 0 and out.exists()
+    assert report["validation"]["passed"] and not report["lossy"]
+    assert report["validation"]["outputs"][0]["max_abs_diff"] <= 1e-5
+
+
+def test_same_input_gives_byte_identical_output(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    argv = ["--weight-sparsity", "0.5", "--no-bench", "--no-validate"]
+    assert _prune(first, *argv)[0] == 0
+    assert _prune(second, *argv)[0] == 0
+    assert _sha(first / "out.onnx") == _sha(second / "out.onnx")
+
+
+def test_input_file_is_never_modified_and_cannot_be_the_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(DIGITS.read_bytes())
+    before = _sha(model)
+    assert main(["prune", str(model), "-o", str(tmp_path / "out.onnx"), "--weight-sparsity", "0.5", *FAST]) == 0
+    assert _sha(model) == before
+    assert main(["prune", str(model), "-o", str(model), "--weight-sparsity", "0.5"]) == 2
+    assert "overwrite the input model" in capsys.readouterr().err
+    assert _sha(model) == before
+
+
+def test_config_file_and_pyproject_match_the_command_line(tmp_path: Path) -> None:
+    options = {"weight-sparsity": 0.5, "weight-scope": "global", "seed": 3}
+    command_line = tmp_path / "cli"
+    command_line.mkdir()
+    argv = ["--weight-sparsity", "0.5", "--weight-scope", "global", "--seed", "3", "--no-bench"]
+    assert _prune(command_line, *argv)[0] == 0
+
+    toml = tmp_path / "onnxprune.toml"
+    toml.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in options.items()))
+    from_toml = tmp_path / "toml"
+    from_toml.mkdir()
+    code, report, _ = _prune(from_toml, "--config", str(toml), "--no-bench")
+    assert code == 0 and report["config"]["weight-scope"] == "global"
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        "[tool.onnxprune]\nweight-sparsity = 0.1\n[tool.onnxprune.profile.ci]\n"
+        + "".join(f"{key} = {json.dumps(value)}\n" for key, value in options.items())
+    )
+    code, _, _ = _prune(project, "--config", str(project / "pyproject.toml"), "--profile", "ci", "--no-bench")
+    assert code == 0
+    digests = {_sha(folder / "out.onnx") for folder in (command_line, from_toml, project)}
+    assert len(digests) == 1
+
+
+def test_command_line_overrides_the_config_file(tmp_path: Path) -> None:
+    toml = tmp_path / "onnxprune.toml"
+    toml.write_text("weight-sparsity = 0.9\n")
+    code, report, _ = _prune(tmp_path, "--config", str(toml), "--weight-sparsity", "0.25", "--no-bench")
+    assert code == 0 and report["config"]["weight-sparsity"] == 0.25
+
+
+def test_bad_config_key_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    toml = tmp_path / "onnxprune.toml"
+    toml.write_text("weight-sparsty = 0.5\n")
+    assert main(["prune", str(DIGITS), "-o", str(tmp_path / "out.onnx"), "--config", str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option 'weight-sparsty'" in err and err.count("\n") == 1
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_gate_that_cannot_be_measured_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prune", str(DIGITS), "-o", str(tmp_path / "out.onnx"), "--min-speedup", "1.5", "--no-bench"]) == 2
+    assert "--min-speedup needs timing" in capsys.readouterr().err
+
+
+def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert blocks, "README has no Python example"
+    monkeypatch.chdir(REPO)
+    for block in blocks:
+        exec(compile(block.replace("resnet_mini.pruned.onnx", str(tmp_path / "pruned.onnx")), "README.md", "exec"), {})
+    assert (tmp_path / "pruned.onnx").exists()
