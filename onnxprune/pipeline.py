@@ -26,7 +26,7 @@ from onnxprune.analysis.cost import Cost, model_cost
 from onnxprune.bench import Timing, benchmark
 from onnxprune.config import PruneConfig
 from onnxprune.gates import Gate, check_gate_inputs, evaluate_gates
-from onnxprune.passes.base import PassReport, PruningPass
+from onnxprune.passes.base import PruningPass
 from onnxprune.progress import progress
 from onnxprune.simplify import simplify
 from onnxprune.validate import InputSource, Validation, validate
@@ -72,7 +72,7 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
     for pruning_pass in _passes(config, quiet):
         pruning_pass(candidate)
         steps.append(pruning_pass.report.to_dict())
-        lossy = lossy or pruning_pass.name in ("layers", "channels", "weights") and _changed(pruning_pass.report)
+        lossy = lossy or _is_lossy(pruning_pass)
     finalize(candidate)
 
     pruned_cost = model_cost(candidate)
@@ -181,6 +181,7 @@ def _passes(config: PruneConfig, quiet: bool) -> list[PruningPass]:
                     max_drift=config.bypass_max_drift,
                     calibration=config.calibration,
                     input_shapes=tuple(config.input_shapes().items()),
+                    samples=config.samples,
                     seed=config.seed,
                 )
             )
@@ -231,8 +232,11 @@ def _channel_pass(config: PruneConfig, ratio: float) -> PruningPass:
     )
 
 
-def _changed(report: PassReport) -> bool:
-    return bool(report.changes)
+def _is_lossy(pruning_pass: PruningPass) -> bool:
+    """Whether the pass changed what the model computes (cleanup and dead-channel removal are exact)."""
+    if not pruning_pass.report.changes or pruning_pass.name not in ("layers", "channels", "weights"):
+        return False
+    return not (pruning_pass.name == "channels" and pruning_pass.options.ratio == 0.0)
 
 
 def _validation_failures(validation: Validation, lossy: bool) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import onnx_ir as ir
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from onnxprune.analysis.cost import Cost
@@ -49,7 +50,7 @@ def render_inspect(console: Console, data: dict[str, Any]) -> None:
         interface.add_column(column)
     for kind in ("inputs", "outputs"):
         for entry in data[kind]:
-            interface.add_row(kind[:-1], entry["name"], entry["dtype"], str(entry["shape"]))
+            interface.add_row(kind[:-1], escape(entry["name"]), entry["dtype"], escape(str(entry["shape"])))
     console.print(interface)
     totals = Table(title="cost")
     totals.add_column("measure")
@@ -67,23 +68,23 @@ def render_inspect(console: Console, data: dict[str, Any]) -> None:
         histogram.add_row(op, str(count))
     console.print(histogram)
     if data["unknown_shape_nodes"]:
-        console.print(f"[yellow]MACs not counted (unknown shapes):[/] {', '.join(data['unknown_shape_nodes'])}")
+        console.print(f"[yellow]MACs not counted (unknown shapes):[/] {escape(', '.join(data['unknown_shape_nodes']))}")
 
 
 def render_validation(console: Console, validation: Validation) -> None:
     """Per-output drift and the verdict."""
     if validation.checker_error is not None:
-        console.print(f"[red]onnx.checker failed:[/] {validation.checker_error}")
+        console.print(f"[red]onnx.checker failed:[/] {escape(validation.checker_error)}")
     for problem in validation.problems:
-        console.print(f"[red]{problem}[/]")
+        console.print(f"[red]{escape(problem)}[/]")
     if validation.outputs:
         table = Table(title=f"outputs vs reference ({validation.samples} input batch(es), rtol {validation.rtol:g}, atol {validation.atol:g})")
         for column in ("output", "shape", "max abs diff", "max rel diff", "cosine", "top-1 agree", "within tol"):
             table.add_column(column, justify="right" if column not in ("output", "shape") else "left")
         for output in validation.outputs:
             table.add_row(
-                output.name,
-                str(output.shape),
+                escape(output.name),
+                escape(str(output.shape)),
                 f"{output.max_abs_diff:.3g}",
                 f"{output.max_rel_diff:.3g}",
                 f"{output.cosine:.6f}",
@@ -104,7 +105,7 @@ def render_bench(console: Console, names: Sequence[str], timings: Sequence[Timin
     for column in ("model", "median ms", "p10 ms", "p90 ms", "speedup vs first"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, timing in zip(names, timings):
-        table.add_row(name, f"{timing.median_ms:.3f}", f"{timing.p10_ms:.3f}", f"{timing.p90_ms:.3f}", f"{timing.speedup:.2f}x")
+        table.add_row(escape(name), f"{timing.median_ms:.3f}", f"{timing.p10_ms:.3f}", f"{timing.p90_ms:.3f}", f"{timing.speedup:.2f}x")
     console.print(table)
 
 
@@ -143,18 +144,18 @@ def render_prune(console: Console, report: dict[str, Any]) -> None:
         verdict = "[green]passed[/]" if gate["passed"] else f"[red]FAILED by {abs(gate['margin']):.6g}[/]"
         console.print(f"gate {gate['name']}: {gate['value']:.6g} (limit {gate['limit']:.6g}) {verdict}")
     for failure in report.get("failures", []):
-        console.print(f"[red]{failure}[/]")
+        console.print(f"[red]{escape(failure)}[/]")
 
 
 def render_passes(console: Console, passes: list[dict[str, Any]]) -> None:
     """One line per pass with its totals, then every declined candidate with its reason."""
     for step in passes:
         summary = ", ".join(f"{key}={_short(value)}" for key, value in step["summary"].items() if key != "note")
-        console.print(f"[bold]{step['name']}[/]: {len(step['changes'])} change(s){'; ' + summary if summary else ''}")
+        console.print(f"[bold]{step['name']}[/]: {len(step['changes'])} change(s){'; ' + escape(summary) if summary else ''}")
         if "note" in step["summary"]:
-            console.print(f"  note: {step['summary']['note']}")
+            console.print(f"  note: {escape(str(step['summary']['note']))}")
         for skip in step["skipped"]:
-            console.print(f"  skipped {skip['target']}: {skip['reason']}")
+            console.print(f"  skipped {escape(skip['target'])}: {escape(skip['reason'])}")
 
 
 def _signature(value: ir.Value) -> dict[str, Any]:

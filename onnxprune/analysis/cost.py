@@ -46,6 +46,7 @@ class Cost:
 def model_cost(model: ir.Model, path: str | os.PathLike | None = None) -> Cost:
     """Measure ``model``; ``path`` adds the size of the file it came from (with external data)."""
     shaped = model.clone()
+    _fix_symbolic_batch(shaped)
     common_passes.ShapeInferencePass(strict_mode=False, data_prop=True)(shaped)
     histogram: Counter[str] = Counter()
     macs = elementwise = nodes = 0
@@ -74,6 +75,13 @@ def model_cost(model: ir.Model, path: str | os.PathLike | None = None) -> Cost:
         unknown_shape_nodes=unknown,
         file_bytes=file_size(path) if path is not None else None,
     )
+
+
+def _fix_symbolic_batch(model: ir.Model) -> None:
+    """Count per sample: a symbolic leading (batch) dim of an input is taken as 1, as validation does."""
+    for value in model.graph.inputs:
+        if value.shape is not None and len(value.shape) > 0 and not isinstance(value.shape[0], int):
+            value.shape = ir.Shape([1, *list(value.shape)[1:]])
 
 
 def file_size(path: str | os.PathLike) -> int:

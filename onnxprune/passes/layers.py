@@ -1,0 +1,414 @@
+"""Layer pruning: bypass whole layers and residual branches while the graph's interface stays fixed.
+
+Which layers can go is decided by
+:func:`onnxprune.analysis.layer_candidates.find_bypass_candidates`; this
+module chooses among them and performs the surgery.
+
+Selection is either by name (``bypass``: node names, output value names or
+globs) or automatic: every candidate is scored by the output drift of the
+model with it bypassed, on calibration inputs, and the least harmful one is
+bypassed; then all remaining candidates are re-scored on the changed model,
+because bypasses interact.  ``auto`` caps the number of bypasses,
+``max_drift`` caps the drift; both may be given together.
+
+Drift is the metric every score and every report line uses::
+
+    drift = max over graph outputs o of  ||Y'_o - Y_o||_2 / ||Y_o||_2
+
+where ``Y_o`` stacks output ``o`` of the ORIGINAL model over all calibration
+inputs and ``Y'_o`` the same for the bypassed model (relative L2 error, 0 for
+an identical model).  Each change in the report carries the drift of the
+model right after that bypass, so the last one is the drift of the result;
+automatic selection also records the score of every candidate it weighed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune import runtime
+from onnxprune.analysis.cost import model_cost
+from onnxprune.analysis.layer_candidates import (
+    KINDS,
+    Candidate,
+    find_bypass_candidates,
+    matches_node,
+    names_of,
+    node_label,
+)
+from onnxprune.errors import InputError
+from onnxprune.ir import iter_nodes
+from onnxprune.passes.base import PassReport, PruningPass
+
+DRIFT_METRIC = "max over graph outputs of ||y' - y||_2 / ||y||_2 vs the original model, stacked over calibration inputs"
+RANDOM_INPUTS_WARNING = (
+    "no calibration data given: candidates were ranked on generated random inputs; "
+    "real inputs (an .npz) rank layers more faithfully"
+)
+RANDOM_DRIFT_WARNING = (
+    "no calibration data given: drift was measured on generated random inputs; "
+    "real inputs (an .npz) measure it more faithfully"
+)
+
+
+@dataclass(frozen=True)
+class LayerOptions:
+    """What the layer pass bypasses and how it measures harm.
+
+    ``bypass`` selects by name or glob and excludes ``auto``/``max_drift``;
+    ``auto`` (at most K bypasses) and ``max_drift`` (stop before the drift
+    would exceed X) may be combined.  ``kinds`` limits automatic selection to
+    residual blocks and/or single layers.  ``calibration`` is an .npz whose
+    keys are the graph's input names; without it ``samples`` random inputs
+    are generated from ``seed``.  ``samples`` also caps how many batches of an
+    .npz are used when the model's batch size is fixed.  ``input_shapes``
+    resolves symbolic input dims for generated inputs (a mapping is accepted
+    and stored as sorted pairs so the options stay hashable).
+    """
+
+    bypass: tuple[str, ...] = ()
+    auto: int | None = None
+    max_drift: float | None = None
+    kinds: tuple[str, ...] = KINDS
+    calibration: str | None = None
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    samples: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bypass", _string_tuple("bypass", self.bypass))
+        object.__setattr__(self, "kinds", _string_tuple("kinds", self.kinds))
+        object.__setattr__(self, "input_shapes", _shape_pairs(self.input_shapes))
+        if any(not pattern.strip() for pattern in self.bypass):
+            raise InputError("layer option 'bypass' contains an empty name")
+        if self.auto is not None and (isinstance(self.auto, bool) or not isinstance(self.auto, int) or self.auto < 1):
+            raise InputError(f"layer option 'auto' must be a positive integer, got {self.auto!r}")
+        if self.max_drift is not None and (
+            isinstance(self.max_drift, bool)
+            or not isinstance(self.max_drift, (int, float))
+            or not math.isfinite(self.max_drift)
+            or self.max_drift < 0
+        ):
+            raise InputError(f"layer option 'max_drift' must be a finite number >= 0, got {self.max_drift!r}")
+        if self.bypass and (self.auto is not None or self.max_drift is not None):
+            raise InputError("layer options 'bypass' and 'auto'/'max_drift' exclude each other: choose by name or automatically")
+        unknown = [kind for kind in self.kinds if kind not in KINDS]
+        if unknown or not self.kinds:
+            raise InputError(f"layer option 'kinds' must be a non-empty subset of {', '.join(KINDS)}, got {self.kinds!r}")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+            raise InputError(f"layer option 'samples' must be a positive integer, got {self.samples!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise InputError(f"layer option 'seed' must be an integer, got {self.seed!r}")
+        if self.calibration is not None and not isinstance(self.calibration, str):
+            raise InputError(f"layer option 'calibration' must be a path to an .npz file, got {self.calibration!r}")
+
+    @property
+    def selects_anything(self) -> bool:
+        """Whether these options ask for any bypass at all."""
+        return bool(self.bypass) or self.auto is not None or self.max_drift is not None
+
+
+def _string_tuple(option: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (tuple, list)) or not all(isinstance(item, str) for item in value):
+        raise InputError(f"layer option '{option}' must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _shape_pairs(value: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    items = value.items() if isinstance(value, Mapping) else value
+    try:
+        pairs = tuple(sorted((str(name), tuple(dims)) for name, dims in items))
+    except (TypeError, ValueError):
+        raise InputError(f"layer option 'input_shapes' must map input names to dimension lists, got {value!r}") from None
+    for name, dims in pairs:
+        if not all(isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 for dim in dims):
+            raise InputError(f"layer option 'input_shapes': '{name}' needs positive integer dims, got {dims!r}")
+    return pairs
+
+
+class LayerBypassPass(PruningPass):
+    """Bypass residual blocks and shape-preserving layers chosen by name or by measured output drift.
+
+    Cases, in the order they are handled:
+
+    1. No selection in the options: nothing changes.
+    2. ``bypass`` patterns: every candidate a pattern matches is bypassed,
+       residual blocks first (a block swallows the layers inside it); a
+       matched layer that cannot be bypassed is reported with its reason; a
+       pattern matching nothing is an :class:`InputError`.
+    3. ``auto`` / ``max_drift``: greedy, re-scoring all remaining candidates
+       on the current model before each choice.
+
+    Every declined candidate is recorded in ``report.skipped``; every bypass in
+    ``report.changes`` with the MACs and parameters it saved and the drift the
+    model had right after it.
+    """
+
+    name = "layers"
+
+    def __init__(self, options: LayerOptions | None = None) -> None:
+        super().__init__()
+        self.options = options or LayerOptions()
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.report = PassReport(self.name)
+        if not self.options.selects_anything:
+            self.report.summary = {"mode": "none", "bypassed": 0}
+            return ir.passes.PassResult(model, modified=False)
+        before = model_cost(model)
+        if self.options.bypass:
+            self._bypass_by_name(model)
+        else:
+            self._bypass_automatically(model)
+        after = model_cost(model) if self.report.changes else before
+        self.report.summary.update(
+            bypassed=len(self.report.changes),
+            macs_before=before.macs,
+            macs_after=after.macs,
+            params_before=before.params,
+            params_after=after.params,
+            drift_metric=DRIFT_METRIC,
+        )
+        return ir.passes.PassResult(model, modified=bool(self.report.changes))
+
+    def _bypass_by_name(self, model: ir.Model) -> None:
+        """Bypass what the patterns select, one at a time, re-checking each on the current graph."""
+        candidates, declined = find_bypass_candidates(model)
+        selected: list[Candidate] = []
+        for pattern in self.options.bypass:
+            hits = [candidate for candidate in candidates if candidate.matches(pattern)]
+            misses = [decline for decline in declined if matches_node(decline.node, pattern)]
+            if not hits and not misses:
+                raise InputError(_no_match_message(pattern, model, candidates))
+            selected.extend(candidate for candidate in hits if candidate not in selected)
+            for decline in misses:
+                if decline.as_skip() not in self.report.skipped:
+                    self.report.skipped.append(decline.as_skip())
+        selected.sort(key=lambda candidate: candidate.kind != "residual")
+        meter, warnings = _drift_meter_or_warning(model, self.options) if selected else (None, [])
+        self.report.summary.update(mode="names", patterns=list(self.options.bypass), warnings=warnings)
+        removed_by: dict[ir.Node, str] = {}
+        for wanted in selected:
+            if wanted.anchor in removed_by:
+                self.report.skip(wanted.name, f"removed together with '{removed_by[wanted.anchor]}'")
+                continue
+            current, still_declined = find_bypass_candidates(model)
+            match = next((candidate for candidate in current if candidate.anchor is wanted.anchor), None)
+            if match is None:
+                reason = next((d.reason for d in still_declined if d.node is wanted.anchor), "no longer a bypass candidate")
+                self.report.skip(wanted.name, f"after earlier bypasses: {reason}")
+                continue
+            change = self._apply(model, match)
+            change["drift"] = meter.drift(model) if meter is not None else None
+            for node in match.nodes:
+                removed_by[node] = match.name
+        self.report.summary["drift"] = self.report.changes[-1]["drift"] if self.report.changes else 0.0
+
+    def _bypass_automatically(self, model: ir.Model) -> None:
+        """Greedy: score every remaining candidate on the current model, bypass the least harmful, repeat."""
+        feeds, warnings = _calibration_feeds(model, self.options)
+        meter = DriftMeter(model, feeds)
+        limit = self.options.auto if self.options.auto is not None else math.inf
+        self.report.summary.update(
+            mode="auto",
+            auto=self.options.auto,
+            max_drift=self.options.max_drift,
+            kinds=list(self.options.kinds),
+            calibration_batches=len(feeds),
+            warnings=warnings,
+        )
+        stopped = f"reached auto={self.options.auto}"
+        drift = 0.0
+        while len(self.report.changes) < limit:
+            candidates, declined = find_bypass_candidates(model)
+            if not self.report.changes:
+                self.report.skipped.extend(decline.as_skip() for decline in declined if decline.kind in self.options.kinds)
+            pool = [candidate for candidate in candidates if candidate.kind in self.options.kinds]
+            if not pool:
+                stopped = "no bypass candidates left"
+                break
+            scores = [meter.drift(bypassed_copy(model, candidate)) for candidate in pool]
+            best_score, best = min(zip(scores, pool), key=lambda pair: (pair[0], pair[1].name))
+            if self.options.max_drift is not None and best_score > self.options.max_drift:
+                stopped = (
+                    f"the least harmful remaining candidate '{best.name}' would raise the drift to "
+                    f"{best_score:.4g} > max_drift={self.options.max_drift:g}"
+                )
+                break
+            change = self._apply(model, best)
+            change["drift"] = drift = best_score
+            change["round"] = len(self.report.changes)
+            change["scores"] = {candidate.name: score for candidate, score in zip(pool, scores)}
+        self.report.summary.update(stopped=stopped, drift=drift)
+
+    def _apply(self, model: ir.Model, candidate: Candidate) -> dict[str, Any]:
+        """Bypass one candidate on ``model`` and record what it removed and saved."""
+        before = model_cost(model)
+        change: dict[str, Any] = candidate.describe()
+        change.update(apply_bypass(model.graph, candidate))
+        after = model_cost(model)
+        change["macs_saved"] = before.macs - after.macs
+        change["params_saved"] = before.params - after.params
+        self.report.changes.append(change)
+        return change
+
+
+def apply_bypass(graph: ir.Graph, candidate: Candidate) -> dict[str, list[str]]:
+    """Rewire the candidate's consumers to its source, then remove it and whatever only fed it.
+
+    A bypassed graph output keeps its name and declared shape: the source
+    value takes both (discovery has already refused sources that are graph
+    inputs, outputs or initializers, whose names are fixed).
+    """
+    output, source = candidate.output, candidate.source
+    feeding = [value for node in candidate.nodes for value in node.inputs if value is not None]
+    if output.is_graph_output():
+        name = output.name
+        source.shape = output.shape
+        if source.type is None:
+            source.type = output.type
+        output.replace_all_uses_with(source, replace_graph_outputs=True)
+        graph.remove(candidate.nodes, safe=True)
+        source.name = name
+    else:
+        output.replace_all_uses_with(source)
+        graph.remove(candidate.nodes, safe=True)
+    orphans, initializers = _remove_orphans(graph, feeding)
+    return {
+        "removed_nodes": [node_label(node) for node in candidate.nodes] + orphans,
+        "removed_initializers": initializers,
+    }
+
+
+def _remove_orphans(graph: ir.Graph, values: list[ir.Value]) -> tuple[list[str], list[str]]:
+    """Remove initializers and producer chains that nothing uses any more, starting from ``values``."""
+    nodes: list[str] = []
+    initializers: list[str] = []
+    pending = list(values)
+    while pending:
+        value = pending.pop()
+        if value.uses() or value.is_graph_output() or value.is_graph_input():
+            continue
+        if value.is_initializer():
+            if graph.initializers.get(value.name) is value:
+                graph.initializers.pop(value.name)
+                initializers.append(value.name)
+            continue
+        producer = value.producer()
+        if producer is None or producer.graph is not graph:
+            continue
+        if any(out.uses() or out.is_graph_output() for out in producer.outputs):
+            continue
+        pending.extend(inp for inp in producer.inputs if inp is not None)
+        nodes.append(node_label(producer))
+        graph.remove(producer, safe=True)
+    return nodes, initializers
+
+
+def bypassed_copy(model: ir.Model, candidate: Candidate) -> ir.Model:
+    """A clone of ``model`` with ``candidate`` bypassed; ``model`` is untouched."""
+    copy = model.clone()
+    apply_bypass(copy.graph, candidate.transferred(model, copy))
+    return copy
+
+
+class DriftMeter:
+    """Output drift of models against a reference model's outputs on fixed calibration inputs (see module doc)."""
+
+    def __init__(self, reference: ir.Model, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._feeds = feeds
+        self._reference = self._outputs(reference)
+
+    def _outputs(self, model: ir.Model) -> dict[str, np.ndarray]:
+        session = runtime.make_session(model, optimize=False)
+        runs = [runtime.run(session, feed) for feed in self._feeds]
+        return {name: np.concatenate([np.ravel(run[name]).astype(np.float64) for run in runs]) for name in runs[0]}
+
+    def drift(self, model: ir.Model) -> float:
+        """Relative L2 error of ``model``'s outputs, the worst over graph outputs."""
+        outputs = self._outputs(model)
+        worst = 0.0
+        for name, expected in self._reference.items():
+            error = float(np.linalg.norm(outputs[name] - expected))
+            scale = float(np.linalg.norm(expected))
+            if scale > 0:
+                worst = max(worst, error / scale)
+            elif error > 0:
+                worst = math.inf
+        return worst
+
+
+def _calibration_feeds(model: ir.Model, options: LayerOptions) -> tuple[list[dict[str, np.ndarray]], list[str]]:
+    """Calibration batches from the .npz, or generated ones with a warning that real data ranks better."""
+    specs = runtime.input_specs(model, dict(options.input_shapes))
+    if options.calibration is None:
+        return [runtime.random_inputs(specs, options.seed + index) for index in range(options.samples)], [RANDOM_INPUTS_WARNING]
+    arrays = runtime.load_npz_inputs(options.calibration, specs)
+    return _batches(model, specs, arrays, options), []
+
+
+def _batches(
+    model: ir.Model, specs: list[runtime.InputSpec], arrays: dict[str, np.ndarray], options: LayerOptions
+) -> list[dict[str, np.ndarray]]:
+    """Feed an .npz whole when the model's batch dim is symbolic, else split it into at most ``samples`` batches."""
+    declared = {value.name: value.shape for value in model.graph.inputs}
+    rows = None
+    for spec in specs:
+        array = arrays[spec.name]
+        shape = declared.get(spec.name)
+        symbolic_batch = shape is not None and len(shape) > 0 and not isinstance(shape[0], int)
+        if array.shape == spec.shape or (symbolic_batch and array.shape[1:] == spec.shape[1:]):
+            continue
+        batch = spec.shape[0] if spec.shape else 0
+        if batch and array.ndim == len(spec.shape) and array.shape[1:] == spec.shape[1:] and array.shape[0] % batch == 0:
+            count = array.shape[0] // batch
+            rows = count if rows is None else min(rows, count)
+            continue
+        raise InputError(f"{options.calibration}: '{spec.name}' has shape {list(array.shape)}, the model wants {list(spec.shape)}")
+    if rows is None:
+        return [arrays]
+    batches = []
+    for index in range(min(rows, options.samples)):
+        feed = {}
+        for spec in specs:
+            array = arrays[spec.name]
+            if array.shape == spec.shape:
+                feed[spec.name] = array
+            else:
+                feed[spec.name] = array[index * spec.shape[0] : (index + 1) * spec.shape[0]]
+        batches.append(feed)
+    return batches
+
+
+def _drift_meter_or_warning(model: ir.Model, options: LayerOptions) -> tuple[DriftMeter | None, list[str]]:
+    """For name selection drift is informative only.
+
+    A model whose inputs cannot be generated (symbolic dims and no
+    ``input_shapes``) is still bypassed, with the drift left unmeasured and a
+    warning; a calibration file the user named must load, or it is an error.
+    """
+    if options.calibration is not None:
+        feeds, warnings = _calibration_feeds(model, options)
+        return DriftMeter(model, feeds), warnings
+    try:
+        feeds, _ = _calibration_feeds(model, options)
+    except InputError as error:
+        return None, [f"drift not measured: {error}"]
+    return DriftMeter(model, feeds), [RANDOM_DRIFT_WARNING]
+
+
+def _no_match_message(pattern: str, model: ir.Model, candidates: list[Candidate]) -> str:
+    nodes = [node for node in iter_nodes(model) if matches_node(node, pattern)]
+    if nodes:
+        found = ", ".join(f"'{node_label(node)}' ({node.op_type})" for node in nodes[:5])
+        return (
+            f"bypass pattern '{pattern}' matches {found}, which is not a layer or residual block this pass can bypass; "
+            f"candidates: {names_of(candidates)}"
+        )
+    return f"bypass pattern '{pattern}' matches no node or value name; candidates: {names_of(candidates)}"
