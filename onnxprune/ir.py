@@ -45,9 +45,17 @@ def load(path: str | os.PathLike) -> ir.Model:
         raise InputError(f"{path}: not a readable ONNX model ({_first_line(error)})") from None
     if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.opset_import:
         raise InputError(f"{path}: not an ONNX model (no graph, IR version or opset import)")
+    if proto.graph.sparse_initializer:
+        # The graph IR holds dense tensors only; densifying is exact and the checker's shape inference needs it.
+        from onnxprune.sparse import from_sparse_initializers
+
+        proto = from_sparse_initializers(proto)
     try:
-        onnx.checker.check_model(str(path))
-    except (onnx.checker.ValidationError, ValueError, RuntimeError, OSError) as error:
+        # The full check runs strict shape inference, which catches weights whose shapes contradict their ops.
+        # External weights are resolved by the checker from the file; everything else is checked as read.
+        external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+        onnx.checker.check_model(str(path) if external else proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError, RuntimeError, OSError) as error:
         raise InputError(f"{path}: fails onnx.checker ({_first_line(error)})") from None
     try:
         model = ir.serde.deserialize_model(proto)
@@ -92,11 +100,16 @@ def atomic_output(path: Path) -> Iterator[Path]:
     An interrupted or failed write leaves no partial file at ``path``.
     """
     directory = path.parent if str(path.parent) else Path(".")
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"{directory}: is not a directory, cannot write {path.name} into it")
     if not directory.is_dir():
         raise InputError(f"{directory}: output directory does not exist")
     if not os.access(directory, os.W_OK):
         raise InputError(f"{directory}: output directory is not writable")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as error:
+        raise InputError(f"{directory}: cannot create a file in the output directory ({error.strerror or error})") from None
     os.close(handle)
     # mkstemp creates the file private (0600); give the result the permissions a plain write would.
     umask = os.umask(0)
@@ -105,6 +118,10 @@ def atomic_output(path: Path) -> Iterator[Path]:
     try:
         yield Path(temporary)
         os.replace(temporary, path)
+    except OSError as error:
+        # Disk full, quota, a vanished directory: the user's environment, not a bug; say what failed.
+        Path(temporary).unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot write the output ({error.strerror or error})") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -218,6 +235,25 @@ def external_files(model: ir.Model) -> set[Path]:
         tensor = value.const_value
         if isinstance(tensor, ir.ExternalTensor):
             files.add(Path(tensor.path).resolve())
+    return files
+
+
+def model_files(path: str | os.PathLike) -> set[Path]:
+    """The model file and every external data file its tensors name, resolved, without reading weights.
+
+    A run must never write over any of these: the input model has to survive it.
+    """
+    path = Path(path)
+    files = {path.resolve()}
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError):
+        return files
+    for tensor in onnx.external_data_helper._get_all_tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((entry.value for entry in tensor.external_data if entry.key == "location"), None)
+            if location:
+                files.add((path.parent / location).resolve())
     return files
 
 

@@ -137,7 +137,7 @@ def test_save_is_atomic_when_writing_fails(tmp_path: Path, monkeypatch: pytest.M
         raise OSError("disk full")
 
     monkeypatch.setattr(irx.ir, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="cannot write the output \\(disk full\\)"):
         onnxprune.save(model, target, external_data=False)
     assert not target.exists()
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".never.onnx")]

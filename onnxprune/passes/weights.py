@@ -1,0 +1,472 @@
+"""Unstructured weight pruning: zero the small weights of Conv, ConvTranspose, Gemm and MatMul.
+
+Zeroed weights keep every tensor's shape, so the graph computes on the same
+shapes as before; what shrinks is the file once it is compressed or stored as
+sparse initializers (:mod:`onnxprune.sparse`), and on hardware with sparse
+tensor cores an N:M pattern (2:4) can run faster.  Dense runtimes such as
+onnxruntime on CPU multiply the zeros like any other number, which the report
+says in plain words.
+
+The three ways of choosing weights compose in a fixed order, each step
+working on what the previous one left:
+
+1. ``threshold`` T: every weight with ``|w| <= T`` becomes 0;
+2. ``sparsity`` S: the ``round(S * size)`` smallest magnitudes of each tensor
+   (``scope="tensor"``) or of all selected tensors ranked together
+   (``scope="global"``) become 0 -- weights already zero count towards S, so S
+   is the fraction of zeros reached, never an extra fraction on top;
+3. ``pattern`` "N:M": in every run of M consecutive weights along the
+   reduction (input-channel) axis, only the N largest magnitudes stay.  A
+   tensor whose reduction axis is not a multiple of M (a first conv on RGB
+   input, a depthwise conv) is skipped with that reason rather than given a
+   ragged tail, so every group a sparse kernel sees really is N:M.
+
+Ties in magnitude are broken by position (a stable sort), so the same model
+and options always give the same bytes.  No tensor that had a non-zero weight
+is pruned to all zeros unless ``allow_empty=True``: the guard keeps its
+largest-magnitude weight, and in global scope ranks the next-smallest weight
+of another tensor in its place so the global target is still met exactly.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import numbers
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune import ir as irx
+from onnxprune.errors import InputError
+from onnxprune.passes.base import PassReport, PruningPass
+
+DENSE_RUNTIME_NOTE = (
+    "Zeroed weights keep every tensor's shape: a dense runtime such as onnxruntime on CPU does the same "
+    "work on zeros and does not run faster. The gain is file size once compressed or stored as sparse "
+    "initializers, and for N:M patterns (e.g. 2:4) speed on runtimes with sparse tensor cores."
+)
+
+# ONNX ops whose constant operand is a weight matrix/filter, in the default domain.
+WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+# Bytes of one int64 index per non-zero in ONNX COO storage (linear indices).
+_INDEX_BYTES = 8
+
+_PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class WeightOptions:
+    """How much to prune; ``threshold``, ``sparsity`` and ``pattern`` combine in that order.
+
+    ``threshold``: zero every weight with ``|w| <= threshold``.
+    ``sparsity``: fraction in [0, 1] of zeros to reach, per tensor or ``scope="global"``.
+    ``pattern``: ``"N:M"`` with ``0 < N < M``, e.g. ``"2:4"``.
+    ``exclude``: glob patterns; a weight is left alone when one matches its
+    initializer name or the name of a node that reads it.
+    ``allow_empty``: let pruning zero a whole tensor (otherwise its largest weight stays).
+    """
+
+    threshold: float | None = None
+    sparsity: float | None = None
+    scope: Literal["tensor", "global"] = "tensor"
+    pattern: str | None = None
+    exclude: tuple[str, ...] = ()
+    allow_empty: bool = False
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None:
+            if isinstance(self.threshold, bool) or not isinstance(self.threshold, numbers.Real):
+                raise InputError(f"weight threshold must be a number >= 0, got {self.threshold!r}")
+            if not np.isfinite(self.threshold) or self.threshold < 0:
+                raise InputError(f"weight threshold must be a finite number >= 0, got {self.threshold}")
+        if self.sparsity is not None:
+            if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, numbers.Real):
+                raise InputError(f"weight sparsity must be a number in [0, 1], got {self.sparsity!r}")
+            if not 0 <= self.sparsity <= 1:
+                raise InputError(f"weight sparsity must be in [0, 1], got {self.sparsity}")
+        if self.scope not in ("tensor", "global"):
+            raise InputError(f"weight scope must be 'tensor' or 'global', got {self.scope!r}")
+        if self.pattern is not None:
+            _parse_pattern(self.pattern)
+        if isinstance(self.exclude, str) or not all(isinstance(glob, str) for glob in self.exclude):
+            raise InputError(f"weight exclude must be a list of glob patterns, got {self.exclude!r}")
+        # Stored as plain Python values so the options stay hashable and JSON-ready (numpy scalars, lists accepted).
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        for name in ("threshold", "sparsity"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
+
+    @property
+    def n_m(self) -> tuple[int, int] | None:
+        """The parsed ``pattern`` as ``(N, M)``."""
+        return None if self.pattern is None else _parse_pattern(self.pattern)
+
+
+def _parse_pattern(text: object) -> tuple[int, int]:
+    match = _PATTERN.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise InputError(f"weight pattern must be 'N:M' with integers 0 < N < M (e.g. '2:4'), got {text!r}")
+    keep, group = int(match.group(1)), int(match.group(2))
+    if not 0 < keep < group:
+        raise InputError(f"weight pattern must be 'N:M' with 0 < N < M (e.g. '2:4'), got {text!r}")
+    return keep, group
+
+
+@dataclass
+class _Candidate:
+    """One weight tensor selected for pruning, with every node that reads it as a weight."""
+
+    value: ir.Value
+    array: np.ndarray
+    consumers: list[ir.Node]
+    axis: int | None = None
+    keep: np.ndarray = field(init=False)
+    guarded: bool = False
+
+    def __post_init__(self) -> None:
+        self.keep = self.array != 0
+
+    @property
+    def name(self) -> str:
+        return self.value.name or "<unnamed>"
+
+
+class WeightPruningPass(PruningPass):
+    """Zero small weights of Conv/ConvTranspose/Gemm/MatMul; shapes and graph structure stay.
+
+    Run :class:`onnxprune.passes.cleanup.CleanupPass` afterwards to remove
+    what became removable (all-zero tensors, biases, neutral arithmetic).
+    """
+
+    name = "weights"
+
+    def __init__(self, options: WeightOptions) -> None:
+        super().__init__()
+        self.options = options
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.report = PassReport(self.name)
+        candidates = self._select(model)
+        _apply_threshold(candidates, self.options.threshold)
+        if self.options.sparsity is not None:
+            if self.options.scope == "global":
+                _apply_global_sparsity(candidates, self.options.sparsity, self.options.allow_empty)
+            else:
+                _apply_tensor_sparsity(candidates, self.options.sparsity)
+        if self.options.n_m is not None:
+            _apply_pattern(candidates, *self.options.n_m)
+        if not self.options.allow_empty:
+            _guard_empty(candidates)
+        for candidate in candidates:
+            if np.any(candidate.keep != (candidate.array != 0)):
+                self.report.changes.append(_tensor_entry(candidate))
+                _write(model.graph, candidate)
+        self._summarise(candidates)
+        return ir.passes.PassResult(model, modified=bool(self.report.changes))
+
+    def _select(self, model: ir.Model) -> list[_Candidate]:
+        """Every weight tensor the options allow, each once however many nodes share it."""
+        weight_uses: dict[ir.Value, list[tuple[ir.Node, int]]] = {}
+        for node in irx.iter_nodes(model):
+            if node.domain != "" or node.op_type not in WEIGHT_OPS:
+                continue
+            slot = _weight_slot(node)
+            if slot is None:
+                # A MatMul of two computed operands (attention) has no weight; other ops always have one.
+                if node.op_type != "MatMul":
+                    self.report.skip(_node_label(node), _computed_weight_reason(node))
+                continue
+            if node.graph is not model.graph:
+                self.report.skip(
+                    node.inputs[slot].name or _node_label(node),
+                    f"weight of {_node_label(node)} inside a subgraph (If/Loop/Scan body); "
+                    "only main-graph weights are pruned",
+                )
+                continue
+            weight_uses.setdefault(node.inputs[slot], []).append((node, slot))
+        captured = irx.values_used_in_subgraphs(model)
+        candidates = []
+        for value, uses in weight_uses.items():
+            candidate = self._candidate(value, uses, captured)
+            if candidate is not None:
+                candidates.append(candidate)
+        return candidates
+
+    def _candidate(
+        self, value: ir.Value, uses: list[tuple[ir.Node, int]], captured: set[ir.Value]
+    ) -> _Candidate | None:
+        """A candidate for ``value``, or ``None`` after recording why it is left alone."""
+        name = value.name or "<unnamed>"
+        consumers = [node for node, _ in uses]
+        reason = _ineligibility(value, uses, captured)
+        if reason is None:
+            reason = _excluded(value, consumers, self.options.exclude)
+        if reason is not None:
+            self.report.skip(name, reason)
+            return None
+        array = irx.constant_array(value)
+        if array is None:
+            self.report.skip(name, "its constant content cannot be read (unsupported Constant attribute)")
+            return None
+        if array.size == 0:
+            self.report.skip(name, "empty tensor, nothing to prune")
+            return None
+        dtype = ir.DataType.from_numpy(array.dtype)
+        if not dtype.is_floating_point():
+            self.report.skip(name, f"is a {dtype.name} tensor; only floating-point weights are pruned")
+            return None
+        candidate = _Candidate(value, array, consumers)
+        if self.options.n_m is not None:
+            axis, reason = _pattern_axis(array, uses, self.options.n_m[1])
+            if reason is not None:
+                self.report.skip(name, reason)
+                return None
+            candidate.axis = axis
+        return candidate
+
+    def _summarise(self, candidates: list[_Candidate]) -> None:
+        params = sum(candidate.array.size for candidate in candidates)
+        zeros_before = sum(int(np.count_nonzero(candidate.array == 0)) for candidate in candidates)
+        zeros_after = sum(int(candidate.keep.size - np.count_nonzero(candidate.keep)) for candidate in candidates)
+        self.report.summary = {
+            "tensors": len(candidates),
+            "tensors_changed": len(self.report.changes),
+            "tensors_skipped": len(self.report.skipped),
+            "params": params,
+            "zeros_before": zeros_before,
+            "zeros_after": zeros_after,
+            "sparsity_before": zeros_before / params if params else 0.0,
+            "sparsity_after": zeros_after / params if params else 0.0,
+            "guarded": [candidate.name for candidate in candidates if candidate.guarded],
+            "order": "threshold, then sparsity, then pattern",
+            "options": asdict(self.options),
+            "note": DENSE_RUNTIME_NOTE,
+        }
+
+
+def _weight_slot(node: ir.Node) -> int | None:
+    """Index of the node's constant weight input, or ``None`` when it is computed."""
+    if node.op_type == "MatMul":
+        for slot in (1, 0):
+            if len(node.inputs) > slot and _is_constant_like(node.inputs[slot]):
+                return slot
+        return None
+    if len(node.inputs) > 1 and _is_constant_like(node.inputs[1]):
+        return 1
+    return None
+
+
+def _computed_weight_reason(node: ir.Node) -> str:
+    weight = node.inputs[1] if len(node.inputs) > 1 else None
+    if weight is None:
+        return "has no weight input"
+    if weight.is_graph_input():
+        return f"weight '{weight.name}' is a graph input, fed at run time"
+    return f"weight '{weight.name}' is computed at run time, not a constant; fold constants first (e.g. onnxsim)"
+
+
+def _is_constant_like(value: ir.Value | None) -> bool:
+    """An initializer (graph input or not) or a ``Constant`` node's output."""
+    if value is None:
+        return False
+    if value.const_value is not None:
+        return True
+    producer = value.producer()
+    return producer is not None and producer.op_type == "Constant" and producer.domain == ""
+
+
+def _ineligibility(value: ir.Value, uses: list[tuple[ir.Node, int]], captured: set[ir.Value]) -> str | None:
+    """Why ``value`` must not be rewritten, or ``None`` when it may be."""
+    if value.is_graph_input():
+        return "is a graph input, so its value can be replaced at run time"
+    if value.is_graph_output():
+        return "is a graph output; zeroing it would change the model's result"
+    if value in captured:
+        return "is read inside a subgraph (If/Loop/Scan body)"
+    weight_slots = set(uses)
+    others = [usage for usage in value.uses() if (usage.node, usage.idx) not in weight_slots]
+    if others:
+        usage = others[0]
+        return f"is also read by {_node_label(usage.node)} (input {usage.idx}), not as a weight"
+    return None
+
+
+def _excluded(value: ir.Value, consumers: Sequence[ir.Node], patterns: Sequence[str]) -> str | None:
+    """The exclusion reason when a glob matches the tensor's name or a consuming node's name."""
+    for pattern in patterns:
+        if value.name is not None and fnmatch.fnmatchcase(value.name, pattern):
+            return f"excluded by pattern '{pattern}' (tensor name)"
+        for node in consumers:
+            if node.name and fnmatch.fnmatchcase(node.name, pattern):
+                return f"excluded by pattern '{pattern}' (node '{node.name}')"
+    return None
+
+
+def _reduction_axis(node: ir.Node, slot: int, rank: int) -> int | None:
+    """The axis of the weight that the node sums over (its input channels / K).
+
+    Conv ``[O, I/g, k...]``: 1; ConvTranspose ``[I, O/g, k...]``: 0; Gemm B:
+    0, or 1 with ``transB``; MatMul: the rows of a constant B (``-2``, or 0
+    for a vector), the columns of a constant A (``-1``).
+    """
+    if node.op_type == "Conv":
+        return 1 if rank >= 3 else None
+    if node.op_type == "ConvTranspose":
+        return 0 if rank >= 3 else None
+    if node.op_type == "Gemm":
+        if rank != 2:
+            return None
+        return 1 if node.attributes.get_int("transB", 0) else 0
+    if rank == 1:
+        return 0
+    return rank - 2 if slot == 1 else rank - 1
+
+
+def _pattern_axis(array: np.ndarray, uses: list[tuple[ir.Node, int]], group: int) -> tuple[int | None, str | None]:
+    """The common reduction axis of every use, or the reason the N:M pattern cannot apply."""
+    axes = {_reduction_axis(node, slot, array.ndim) for node, slot in uses}
+    if None in axes:
+        return None, f"rank-{array.ndim} weight has no reduction axis the N:M pattern understands"
+    if len(axes) > 1:
+        return None, "shared by nodes that reduce over different axes, so one N:M pattern cannot suit all of them"
+    axis = axes.pop()
+    length = array.shape[axis]
+    if length % group:
+        return None, f"reduction axis {axis} has length {length}, not a multiple of M={group} for the N:M pattern"
+    return axis, None
+
+
+def _magnitudes(candidate: _Candidate) -> np.ndarray:
+    """|w| of the weights still kept (0 where already pruned), exact for every float width."""
+    return np.where(candidate.keep, np.abs(candidate.array.astype(np.float64)), 0.0)
+
+
+def _apply_threshold(candidates: list[_Candidate], threshold: float | None) -> None:
+    if threshold is None:
+        return
+    for candidate in candidates:
+        candidate.keep &= np.abs(candidate.array.astype(np.float64)) > threshold
+
+
+def _apply_tensor_sparsity(candidates: list[_Candidate], sparsity: float) -> None:
+    """Zero the ``round(sparsity * size)`` smallest magnitudes of each tensor."""
+    for candidate in candidates:
+        count = round(sparsity * candidate.array.size)
+        order = np.argsort(_magnitudes(candidate).ravel(), kind="stable")
+        keep = candidate.keep.ravel()
+        keep[order[:count]] = False
+        candidate.keep = keep.reshape(candidate.array.shape)
+
+
+def _apply_global_sparsity(candidates: list[_Candidate], sparsity: float, allow_empty: bool) -> None:
+    """Zero the ``round(sparsity * total)`` smallest magnitudes over all tensors together.
+
+    When the ranking would wipe a tensor out, its largest weight is taken out
+    of the ranking (guard) and the cut is recomputed, so the next-smallest
+    weight elsewhere is zeroed instead and the global count stays exact.
+    """
+    if not candidates:
+        return
+    magnitudes = [_magnitudes(candidate).ravel() for candidate in candidates]
+    sizes = np.array([part.size for part in magnitudes])
+    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    owner = np.repeat(np.arange(len(candidates)), sizes)
+    ranked = np.concatenate(magnitudes)
+    total = ranked.size
+    count = round(sparsity * total)
+    alive = np.array([bool(np.any(part > 0)) for part in magnitudes])
+    protected: list[int] = []
+    while True:
+        order = np.argsort(ranked, kind="stable")
+        cut = order[: min(count, total - len(protected))]
+        pruned_per_tensor = np.bincount(owner[cut], minlength=len(candidates))
+        wiped = np.flatnonzero((pruned_per_tensor == sizes) & alive)
+        if allow_empty or wiped.size == 0:
+            break
+        for index in wiped:
+            # The largest weight is the last of this tensor in the stable ascending order.
+            largest = int(np.argsort(magnitudes[index], kind="stable")[-1])
+            protected.append(int(offsets[index]) + largest)
+            candidates[index].guarded = True
+            alive[index] = False
+        ranked = ranked.copy()
+        ranked[protected] = np.inf
+    pruned = np.zeros(total, dtype=bool)
+    pruned[cut] = True
+    for index, candidate in enumerate(candidates):
+        part = pruned[offsets[index] : offsets[index] + sizes[index]].reshape(candidate.array.shape)
+        candidate.keep &= ~part
+
+
+def _apply_pattern(candidates: list[_Candidate], keep_count: int, group: int) -> None:
+    """Keep the ``keep_count`` largest magnitudes of every ``group`` consecutive weights along the axis."""
+    for candidate in candidates:
+        assert candidate.axis is not None, "selection assigns an axis to every candidate when a pattern is set"
+        moved = np.moveaxis(_magnitudes(candidate), candidate.axis, -1)
+        groups = moved.reshape(-1, group)
+        order = np.argsort(groups, axis=1, kind="stable")
+        pattern_keep = np.ones(groups.shape, dtype=bool)
+        np.put_along_axis(pattern_keep, order[:, : group - keep_count], False, axis=1)
+        pattern_keep = np.moveaxis(pattern_keep.reshape(moved.shape), -1, candidate.axis)
+        candidate.keep &= pattern_keep
+
+
+def _guard_empty(candidates: list[_Candidate]) -> None:
+    """Give back the largest weight of any tensor that pruning emptied (threshold or per-tensor S=1)."""
+    for candidate in candidates:
+        if candidate.keep.any() or not np.any(candidate.array != 0):
+            continue
+        magnitudes = np.abs(candidate.array.astype(np.float64)).ravel()
+        largest = int(np.argsort(magnitudes, kind="stable")[-1])
+        keep = candidate.keep.ravel()
+        keep[largest] = True
+        candidate.keep = keep.reshape(candidate.array.shape)
+        candidate.guarded = True
+
+
+def _write(graph: ir.Graph, candidate: _Candidate) -> None:
+    """Store the pruned tensor; a ``Constant``-node weight becomes an initializer of the same name."""
+    pruned = np.where(candidate.keep, candidate.array, np.zeros((), dtype=candidate.array.dtype))
+    value = candidate.value
+    if value.is_initializer():
+        irx.set_constant(value, pruned)
+        return
+    constant = value.producer()
+    assert constant is not None and constant.op_type == "Constant", "selection admits initializers and Constant outputs"
+    name = value.name or "weight"
+    replacement = irx.add_initializer(graph, f"{name}_pruned", pruned)
+    value.replace_all_uses_with(replacement)
+    graph.remove(constant, safe=True)
+    replacement.name = name
+    candidate.value = replacement
+
+
+def _tensor_entry(candidate: _Candidate) -> dict[str, object]:
+    """Per-tensor line of the report."""
+    size = candidate.array.size
+    nonzero_before = int(np.count_nonzero(candidate.array))
+    nonzero_after = int(np.count_nonzero(candidate.keep))
+    itemsize = candidate.array.dtype.itemsize
+    return {
+        "tensor": candidate.name,
+        "shape": list(candidate.array.shape),
+        "dtype": str(candidate.array.dtype),
+        "consumers": [_node_label(node) for node in candidate.consumers],
+        "params": size,
+        "nonzero_before": nonzero_before,
+        "nonzero_after": nonzero_after,
+        "sparsity_before": 1 - nonzero_before / size,
+        "sparsity_after": 1 - nonzero_after / size,
+        "dense_bytes": size * itemsize,
+        "coo_bytes": nonzero_after * (itemsize + _INDEX_BYTES),
+        "guarded": candidate.guarded,
+    }
+
+
+def _node_label(node: ir.Node) -> str:
+    return f"{node.op_type} '{node.name}'" if node.name else node.op_type
