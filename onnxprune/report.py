@@ -150,7 +150,12 @@ def render_prune(console: Console, report: dict[str, Any]) -> None:
 def render_passes(console: Console, passes: list[dict[str, Any]]) -> None:
     """One line per pass with its totals, then every declined candidate with its reason."""
     for step in passes:
-        summary = ", ".join(f"{key}={_short(value)}" for key, value in step["summary"].items() if key != "note")
+        # Scalars only: lists of groups and per-tensor tables belong in the JSON report, not on one line.
+        summary = ", ".join(
+            f"{key}={_short(value)}"
+            for key, value in step["summary"].items()
+            if key != "note" and isinstance(value, (int, float, str, bool))
+        )
         console.print(f"[bold]{step['name']}[/]: {len(step['changes'])} change(s){'; ' + escape(summary) if summary else ''}")
         if "note" in step["summary"]:
             console.print(f"  note: {escape(str(step['summary']['note']))}")
