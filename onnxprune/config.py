@@ -21,6 +21,7 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 from onnxprune.errors import InputError
+from onnxprune.passes.channels import DEFAULT_ROUND_TO
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("channel-ratio", float, None, "fraction of each channel group's channels to remove", minimum=0.0, maximum=0.99, group="channels"),
     Option("channel-global", bool, False, "rank channels across groups and remove the ratio of all prunable channels", group="channels"),
     Option("min-channels", int, 1, "never leave a group with fewer channels than this", minimum=1, group="channels"),
-    Option("round-to", int, None, "keep channel counts a multiple of K (fast CPU kernels); 1 disables", minimum=1, group="channels"),
+    Option("round-to", int, DEFAULT_ROUND_TO, "keep channel counts a multiple of K (onnxruntime's blocked CPU kernels); 1 disables", minimum=1, group="channels"),
     Option("channel-exclude", str, (), "leave channels of matching nodes or values alone (glob)", many=True, group="channels"),
-    Option("importance", str, "l1", "channel importance criterion", choices=("l1", "l2"), group="channels"),
+    Option("importance", str, "l1", "channel importance criterion: l1 or l2 (or one registered with onnxprune.importance)", group="channels"),
     Option("dead-channels", bool, True, "remove channels whose output is constant, folding it exactly into the next layer", group="channels"),
     # Weight pruning.
     Option("weight-threshold", float, None, "zero every selected weight with |w| <= T", minimum=0.0, group="weights"),

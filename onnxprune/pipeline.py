@@ -70,7 +70,7 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
         steps.append({"name": "simplify", "changes": [], "skipped": [], "summary": {"warning": warning} if warning else {"applied": True}})
     lossy = False
     for pruning_pass in _passes(config, quiet):
-        pruning_pass(candidate)
+        _run_pass(pruning_pass, candidate)
         steps.append(pruning_pass.report.to_dict())
         lossy = lossy or _is_lossy(pruning_pass)
     finalize(candidate)
@@ -218,18 +218,27 @@ def _passes(config: PruneConfig, quiet: bool) -> list[PruningPass]:
 def _channel_pass(config: PruneConfig, ratio: float) -> PruningPass:
     from onnxprune.passes.channels import ChannelOptions, ChannelPruningPass
 
-    extra = {} if config.round_to is None else {"round_to": config.round_to}
     return ChannelPruningPass(
         ChannelOptions(
             ratio=ratio,
             global_ranking=config.channel_global,
             min_channels=config.min_channels,
+            round_to=config.round_to,
             exclude=config.channel_exclude,
             importance=config.importance,
             remove_dead=config.dead_channels,
-            **extra,
         )
     )
+
+
+def _run_pass(pruning_pass: PruningPass, model: ir.Model) -> None:
+    """Run one pass; a channel plan that fails its own validation leaves the model as it was, with the reason."""
+    from onnxprune.passes.channels import ChannelPlanError
+
+    try:
+        pruning_pass(model)
+    except ChannelPlanError as error:
+        pruning_pass.report.skip("all channel groups", f"the channel plan failed validation and was not applied: {error}")
 
 
 def _is_lossy(pruning_pass: PruningPass) -> bool:

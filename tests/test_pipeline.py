@@ -162,3 +162,17 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     for block in blocks:
         exec(compile(block.replace("resnet_mini.pruned.onnx", str(tmp_path / "pruned.onnx")), "README.md", "exec"), {})
     assert (tmp_path / "pruned.onnx").exists()
+
+
+def test_failed_channel_plan_leaves_the_model_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxprune.passes import channels
+
+    def failing_call(self: channels.ChannelPruningPass, model: object) -> None:
+        raise channels.ChannelPlanError("shapes disagree after the trial")
+
+    monkeypatch.setattr(channels.ChannelPruningPass, "call", failing_call)
+    code, report, out = _prune(tmp_path, "--channel-ratio", "0.5", model=CONVNET)
+    assert code == 0 and out.exists()
+    step = next(step for step in report["passes"] if step["name"] == "channels")
+    assert "shapes disagree after the trial" in step["skipped"][0]["reason"]
+    assert report["pruned"]["macs"] == report["original"]["macs"]

@@ -1,0 +1,571 @@
+"""Channel pruning: graph surgery proven exact by construction, locks, dead channels, sample models.
+
+Equivalence by construction: the channels the plan will remove are zeroed
+first (filter and bias, and whatever makes their value zero downstream), so
+removing them must not change the outputs at all; any mistake in the
+surgery (a wrong slice, a missed consumer, a shifted Concat offset) shows up
+as an output difference far above the tolerance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import MODELS_DIR, SAMPLE_MODELS, run_onnx
+from onnxprune import ir as irx
+from onnxprune.errors import InputError
+from onnxprune.passes.channels import ChannelOptions, ChannelPruningPass, plan_channel_pruning
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+class Net:
+    """Builds a small ONNX model op by op, with seeded random weights."""
+
+    def __init__(self, shape: tuple[int, ...] = (1, 3, 8, 8), seed: int = 0, opset: int = 18) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.shape = shape
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.extra_inputs: list[onnx.ValueInfoProto] = []
+        self.extra_opsets: list[onnx.OperatorSetIdProto] = []
+        self.count = 0
+        self.input = "x"
+
+    def name(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def const(self, prefix: str, array: np.ndarray) -> str:
+        name = self.name(prefix)
+        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def weight(self, *shape: int) -> np.ndarray:
+        return self.rng.standard_normal(shape).astype(np.float32) * 0.5
+
+    def op(self, op_type: str, inputs: list[str], outputs: int = 1, domain: str = "", **attributes) -> str | list[str]:
+        name = self.name(op_type.lower())
+        names = [f"{name}_out{i}" if outputs > 1 else f"{name}_out" for i in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, inputs, names, name=name, domain=domain, **attributes))
+        return names if outputs > 1 else names[0]
+
+    def conv(self, x: str, cin: int, cout: int, k: int = 3, pad: int | None = None, group: int = 1, bias: bool = True, stride: int = 1) -> str:
+        pad = k // 2 if pad is None else pad
+        inputs = [x, self.const("w", self.weight(cout, cin // group, k, k))]
+        if bias:
+            inputs.append(self.const("b", self.weight(cout)))
+        return self.op("Conv", inputs, kernel_shape=[k, k], pads=[pad] * 4, group=group, strides=[stride, stride])
+
+    def bn(self, x: str, c: int) -> str:
+        scale = self.rng.uniform(0.5, 1.5, c).astype(np.float32)
+        var = self.rng.uniform(0.5, 1.5, c).astype(np.float32)
+        return self.op("BatchNormalization", [x, self.const("s", scale), self.const("bb", self.weight(c)), self.const("m", self.weight(c)), self.const("v", var)])
+
+    def relu(self, x: str) -> str:
+        return self.op("Relu", [x])
+
+    def gemm(self, x: str, fin: int, fout: int, trans_b: int = 1) -> str:
+        weight = self.weight(fout, fin) if trans_b else self.weight(fin, fout)
+        return self.op("Gemm", [x, self.const("fw", weight), self.const("fb", self.weight(fout))], transB=trans_b)
+
+    def matmul(self, x: str, fin: int, fout: int) -> str:
+        return self.op("MatMul", [x, self.const("mw", self.weight(fin, fout))])
+
+    def model(self, *outputs: str) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes,
+            "net",
+            [helper.make_tensor_value_info(self.input, TensorProto.FLOAT, list(self.shape)), *self.extra_inputs],
+            [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+            self.initializers,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset), *self.extra_opsets])
+        model.ir_version = 8
+        if self.extra_opsets:  # custom ops: nothing to infer or check
+            return model
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        onnx.checker.check_model(model, full_check=True)
+        return model
+
+
+def feeds_for(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    feeds = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = [dim.dim_value or 1 for dim in value.type.tensor_type.shape.dim]
+        feeds[value.name] = rng.standard_normal(dims).astype(np.float32)
+    return feeds
+
+
+def prune(model: onnx.ModelProto, options: ChannelOptions) -> tuple[onnx.ModelProto, ChannelPruningPass]:
+    ir_model = irx.from_proto(model)
+    channel_pass = ChannelPruningPass(options)
+    channel_pass(ir_model)
+    return irx.to_proto(ir_model), channel_pass
+
+
+# Input slots whose removed entries must be zero for a removed channel to be exactly zero downstream:
+# the producing filter and bias, normalisation shifts and scales, additive per-channel constants.
+_ZEROED_SLOTS = {
+    ("Conv", 1, 0), ("Conv", 2, 0), ("ConvTranspose", 1, 1), ("ConvTranspose", 2, 0),
+    ("Gemm", 2, 0), ("MatMul", 1, 1), ("BatchNormalization", 1, 0), ("BatchNormalization", 2, 0),
+    ("InstanceNormalization", 2, 0), ("Add", 0, None), ("Add", 1, None), ("Sub", 0, None), ("Sub", 1, None),
+}
+
+
+def zero_planned_channels(model: onnx.ModelProto, options: ChannelOptions) -> onnx.ModelProto:
+    """A copy of ``model`` in which every channel the plan removes is already exactly zero."""
+    plan = plan_channel_pruning(irx.from_proto(model), options)
+    zeroed = onnx.ModelProto()
+    zeroed.CopyFrom(model)
+    nodes = {node.name: node for node in zeroed.graph.node}
+    tensors = {tensor.name: tensor for tensor in zeroed.graph.initializer}
+    for (node_name, index, axis), removed in plan.removed_positions.items():
+        node = nodes[node_name]
+        gemm_out_axis = 0 if any(a.name == "transB" and a.i for a in node.attribute) else 1
+        slot_axis = gemm_out_axis if (node.op_type, index) == ("Gemm", 1) else axis
+        if (node.op_type, index, slot_axis) not in _ZEROED_SLOTS and (node.op_type, index, None) not in _ZEROED_SLOTS and not (
+            (node.op_type, index) == ("Gemm", 1) and axis == gemm_out_axis
+        ):
+            continue
+        tensor = tensors[node.input[index]]
+        array = numpy_helper.to_array(tensor).copy()
+        index_tuple = [slice(None)] * array.ndim
+        index_tuple[axis] = removed
+        array[tuple(index_tuple)] = 0
+        tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+    return zeroed
+
+
+def assert_equivalent_by_construction(model: onnx.ModelProto, options: ChannelOptions, seeds=(0, 1, 2)) -> ChannelPruningPass:
+    """Zero what the plan removes, prune the zeroed model, and compare outputs and shapes exactly.
+
+    Per-group selection on the zeroed model picks the same channels (zeroed
+    filters score lowest, budgets depend only on sizes), so the same options
+    are used.  Global ranking renormalises scores and budgets before
+    rounding, so its selection on the zeroed model may differ; there the
+    zeroed channels are removed as dead channels (ratio 0), which must
+    remove exactly the planned set (unused channels, removed as dead by
+    both plans, included).
+    """
+    surgery = options if options.global_ranking else dataclasses.replace(options, remove_dead=False)
+    expected_plan = plan_channel_pruning(irx.from_proto(model), surgery)
+    zeroed = zero_planned_channels(model, surgery)
+    pruned, channel_pass = prune(zeroed, ChannelOptions(round_to=1) if options.global_ranking else surgery)
+    assert [group.kept for group in channel_pass.plan.groups] == [group.kept for group in expected_plan.groups]
+    onnx.checker.check_model(pruned, full_check=True)
+    assert [i.name for i in pruned.graph.input] == [i.name for i in zeroed.graph.input]
+    for seed in seeds:
+        feeds = feeds_for(zeroed, seed)
+        before, after = run_onnx(zeroed, feeds), run_onnx(pruned, feeds)
+        assert [a.shape for a in before] == [a.shape for a in after]
+        for expected, actual in zip(before, after):
+            np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL)
+    return channel_pass
+
+
+def removed_channels(channel_pass: ChannelPruningPass) -> int:
+    return sum(group.channels_before - group.channels_after for group in channel_pass.plan.groups)
+
+
+HALF = ChannelOptions(ratio=0.5, round_to=1)
+
+
+# ---------------------------------------------------------------- graph shapes
+
+
+def chain() -> onnx.ModelProto:
+    net = Net()
+    y = net.relu(net.conv(net.input, 3, 8))
+    y = net.relu(net.conv(y, 8, 12))
+    return net.model(net.conv(y, 12, 4))
+
+
+def with_bn_and_activations() -> onnx.ModelProto:
+    net = Net(seed=1)
+    y = net.bn(net.conv(net.input, 3, 8, bias=False), 8)
+    y = net.op("PRelu", [y, net.const("slope", net.rng.uniform(0.1, 0.3, (8, 1, 1)).astype(np.float32))])
+    y = net.conv(y, 8, 8)
+    y = net.op("LeakyRelu", [y], alpha=0.2)
+    y = net.op("Clip", [y, net.const("lo", np.array(0, np.float32)), net.const("hi", np.array(6, np.float32))])
+    y = net.op("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+    y = net.op("Identity", [net.op("Tanh", [y])])
+    y = net.op("AveragePool", [net.conv(y, 8, 6)], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    y = net.op("Pad", [net.op("Relu", [y]), net.const("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))])
+    y = net.op("Resize", [y, "", net.const("scales", np.array([1, 1, 2, 2], np.float32))], mode="nearest")
+    return net.model(net.conv(y, 6, 3))
+
+
+def residual() -> onnx.ModelProto:
+    net = Net(seed=2)
+    stem = net.relu(net.conv(net.input, 3, 8))
+    branch = net.conv(net.relu(net.conv(stem, 8, 6)), 6, 8)
+    merged = net.relu(net.op("Add", [stem, branch]))
+    shortcut = net.conv(merged, 8, 12, k=1, pad=0)
+    branch2 = net.conv(net.relu(net.conv(merged, 8, 12)), 12, 12)
+    other = net.conv(merged, 8, 12, k=1, pad=0)
+    merged2 = net.relu(net.op("Sum", [shortcut, branch2, other]))
+    pooled = net.op("Flatten", [net.op("GlobalAveragePool", [merged2])])
+    return net.model(net.gemm(pooled, 12, 5))
+
+
+def squeeze_excitation() -> onnx.ModelProto:
+    net = Net(seed=3)
+    x = net.relu(net.conv(net.input, 3, 16))
+    squeezed = net.op("Flatten", [net.op("GlobalAveragePool", [x])])
+    gate = net.op("Sigmoid", [net.gemm(net.relu(net.gemm(squeezed, 16, 8)), 8, 16)])
+    gate = net.op("Reshape", [gate, net.const("shape", np.array([1, 16, 1, 1], np.int64))])
+    y = net.op("Mul", [x, gate])
+    conv_gate = net.op("Sigmoid", [net.conv(net.op("GlobalAveragePool", [y]), 16, 16, k=1, pad=0)])
+    y = net.op("Mul", [y, conv_gate])
+    return net.model(net.conv(y, 16, 4))
+
+
+def concat_split_slice() -> onnx.ModelProto:
+    net = Net(seed=4)
+    a = net.relu(net.conv(net.input, 3, 8))
+    b = net.relu(net.conv(net.input, 3, 6))
+    joined = net.op("Concat", [a, net.input, b], axis=1)
+    c = net.relu(net.conv(joined, 17, 10))
+    first, second = net.op("Split", [c, net.const("sizes", np.array([4, 6], np.int64))], outputs=2, axis=1)
+    sliced = net.op("Slice", [second, net.const("st", np.array([1], np.int64)), net.const("en", np.array([5], np.int64)), net.const("ax", np.array([1], np.int64))])
+    d = net.conv(first, 4, 5)
+    e = net.conv(sliced, 4, 5)
+    return net.model(net.op("Add", [d, e]))
+
+
+def depthwise_and_grouped() -> onnx.ModelProto:
+    net = Net(seed=5)
+    y = net.relu(net.conv(net.input, 3, 16, k=1, pad=0))
+    y = net.relu(net.conv(y, 16, 32, group=16))  # depthwise with multiplier 2
+    y = net.relu(net.conv(y, 32, 16, k=1, pad=0))
+    y = net.relu(net.conv(y, 16, 16, group=4))  # grouped: locked
+    return net.model(net.conv(y, 16, 4))
+
+
+def flatten_gemm() -> onnx.ModelProto:
+    net = Net(shape=(2, 3, 8, 8), seed=6)
+    y = net.op("MaxPool", [net.relu(net.conv(net.input, 3, 8))], kernel_shape=[2, 2], strides=[2, 2])
+    y = net.op("Flatten", [net.relu(net.conv(y, 8, 6))])
+    y = net.relu(net.gemm(y, 6 * 16, 20))
+    return net.model(net.gemm(y, 20, 3))
+
+
+def reshape_matmul() -> onnx.ModelProto:
+    net = Net(shape=(1, 3, 6, 6), seed=7)
+    y = net.relu(net.conv(net.input, 3, 8, stride=2))
+    y = net.op("Reshape", [y, net.const("shape", np.array([1, 8 * 9], np.int64))])
+    y = net.relu(net.matmul(y, 72, 16))
+    return net.model(net.matmul(y, 16, 4))
+
+
+def transpose_gemm() -> onnx.ModelProto:
+    net = Net(shape=(1, 3, 4, 4), seed=8)
+    y = net.relu(net.conv(net.input, 3, 8))
+    y = net.op("Transpose", [y], perm=[0, 2, 3, 1])
+    y = net.relu(net.matmul(y, 8, 10))  # per-pixel linear layer on the channel axis
+    y = net.op("Reshape", [y, net.const("shape", np.array([1, -1], np.int64))])
+    return net.model(net.gemm(y, 160, 3))
+
+
+GRAPHS = {
+    "chain": chain,
+    "bn_activations": with_bn_and_activations,
+    "residual_sum": residual,
+    "squeeze_excitation": squeeze_excitation,
+    "concat_split_slice": concat_split_slice,
+    "depthwise_grouped": depthwise_and_grouped,
+    "flatten_gemm": flatten_gemm,
+    "reshape_matmul": reshape_matmul,
+    "transpose_gemm": transpose_gemm,
+}
+
+
+@pytest.mark.parametrize("build", GRAPHS.values(), ids=GRAPHS.keys())
+@pytest.mark.parametrize("global_ranking", [False, True], ids=["per_group", "global"])
+def test_equivalent_by_construction(build, global_ranking: bool) -> None:
+    options = dataclasses.replace(HALF, global_ranking=global_ranking)
+    channel_pass = assert_equivalent_by_construction(build(), options)
+    assert removed_channels(channel_pass) > 0
+
+
+def test_residual_couples_both_branches() -> None:
+    plan = plan_channel_pruning(irx.from_proto(residual()), HALF)
+    coupled = [group for group in plan.groups if len(group.sources) > 1]
+    assert sorted(len(group.sources) for group in coupled) == [2, 3]
+    for group in coupled:
+        kept = list(group.kept.values())
+        assert all(indices == kept[0] for indices in kept), "coupled layers must keep the same channels"
+        assert group.channels_after == group.channels_before - group.channels_before // 2
+
+
+def test_concat_offsets_and_split_sizes_rewritten() -> None:
+    pruned, channel_pass = prune(concat_split_slice(), HALF)
+    tensors = {tensor.name: numpy_helper.to_array(tensor) for tensor in pruned.graph.initializer}
+    consumers = [node for node in pruned.graph.node if node.op_type == "Conv" and node.input[0].startswith("concat")]
+    # 8 + 6 conv channels halve to 4 + 3; the 3 graph-input channels in between stay.
+    assert tensors[consumers[0].input[1]].shape[1] == 4 + 3 + 3
+    split = next(node for node in pruned.graph.node if node.op_type == "Split")
+    assert tensors[split.input[1]].sum() == tensors[consumers[0].input[1]].shape[0]
+    assert channel_pass.report.summary["channels_after"] < channel_pass.report.summary["channels_before"]
+
+
+def test_depthwise_group_attribute_follows_channels() -> None:
+    pruned, _ = prune(depthwise_and_grouped(), HALF)
+    convs = [node for node in pruned.graph.node if node.op_type == "Conv"]
+    groups = [next((a.i for a in node.attribute if a.name == "group"), 1) for node in convs]
+    assert groups[1] == 8  # depthwise: 16 -> 8 channels, multiplier 2 kept
+    assert groups[3] == 4  # grouped conv untouched
+
+
+def test_grouped_convolution_is_locked_with_reason() -> None:
+    channel_pass = ChannelPruningPass(HALF)
+    model = irx.from_proto(depthwise_and_grouped())
+    channel_pass(model)
+    reasons = " ".join(skip.reason for skip in channel_pass.report.skipped)
+    assert "grouped convolution (group=4)" in reasons
+
+
+def test_reshape_target_shape_rewritten() -> None:
+    pruned, _ = prune(reshape_matmul(), HALF)
+    tensors = {tensor.name: numpy_helper.to_array(tensor) for tensor in pruned.graph.initializer}
+    reshape = next(node for node in pruned.graph.node if node.op_type == "Reshape")
+    assert tensors[reshape.input[1]].tolist() == [1, 4 * 9]
+
+
+# ---------------------------------------------------------------- the article's example
+
+
+def test_convnet2_keeps_top_l1_filters_of_conv1() -> None:
+    path = MODELS_DIR / "convnet2.onnx"
+    original = onnx.load(path)
+    model = irx.load(path)
+    conv1, conv2 = [node for node in model.graph if node.op_type == "Conv"]
+    w1 = irx.constant_array(conv1.inputs[1]).copy()
+    w2 = irx.constant_array(conv2.inputs[1]).copy()
+    assert w1.shape[0] == 64 and w2.shape[:2] == (128, 64)
+    expected = np.sort(np.argsort(-np.abs(w1).reshape(64, -1).sum(axis=1), kind="stable")[:32])
+
+    channel_pass = ChannelPruningPass(ChannelOptions(ratio=0.5, round_to=1))
+    channel_pass(model)
+
+    group = next(group for group in channel_pass.plan.groups if conv1.name in group.sources)
+    assert group.kept[conv1.name] == expected.tolist()
+    np.testing.assert_array_equal(irx.constant_array(conv1.inputs[1]), w1[expected])
+    np.testing.assert_array_equal(irx.constant_array(conv2.inputs[1]), w2[:, expected])
+    assert irx.constant_array(conv2.inputs[1]).shape == (128, 32, 3, 3)
+    # conv2 feeds the graph output: its own output channels are locked, and the report says so.
+    conv2_group = next(group for group in channel_pass.plan.groups if conv2.name in group.sources)
+    assert conv2_group.channels_after == 128 and any("graph output" in reason for reason in conv2_group.lock_reasons)
+    assert group.channels_before == 64 and group.channels_after == 32
+    assert channel_pass.report.summary["macs_after"] < channel_pass.report.summary["macs_before"]
+    pruned = irx.to_proto(model)
+    onnx.checker.check_model(pruned, full_check=True)
+    feeds = feeds_for(original, 0)
+    assert run_onnx(pruned, feeds)[0].shape == run_onnx(original, feeds)[0].shape
+
+
+# ---------------------------------------------------------------- locks
+
+
+def test_unknown_op_locks_group() -> None:
+    net = Net(seed=9)
+    y = net.relu(net.conv(net.input, 3, 8))
+    y = net.op("Softmax", [y], axis=1)  # normalises across channels: removing one changes all others
+    model = net.model(net.conv(y, 8, 4))
+    pruned, channel_pass = prune(model, HALF)
+    first = pruned.graph.node[0]
+    assert list(next(t for t in pruned.graph.initializer if t.name == first.input[1]).dims)[0] == 8
+    reasons = " ".join(skip.reason for skip in channel_pass.report.skipped)
+    assert "Softmax" in reasons and "across the channel axis" in reasons
+
+
+def test_custom_domain_op_locks_group() -> None:
+    net = Net(seed=10)
+    y = net.relu(net.conv(net.input, 3, 8))
+    net.extra_opsets.append(helper.make_opsetid("custom.ops", 1))
+    mystery = net.op("Mystery", [y], domain="custom.ops")
+    model = net.model(mystery)
+    plan = plan_channel_pruning(irx.from_proto(model), HALF)
+    assert not plan.changes_anything
+    assert any("custom.ops.Mystery" in reason for group in plan.groups for reason in group.lock_reasons)
+
+
+def test_graph_output_locks_group_but_not_upstream() -> None:
+    net = Net(seed=11)
+    y = net.relu(net.conv(net.input, 3, 8))
+    z = net.relu(net.conv(y, 8, 6))
+    model = net.model(z, y)
+    plan = plan_channel_pruning(irx.from_proto(model), HALF)
+    assert not plan.changes_anything
+    reasons = [reason for group in plan.groups for reason in group.lock_reasons]
+    assert any("graph output" in reason for reason in reasons)
+
+
+def test_value_used_in_subgraph_locks_group() -> None:
+    net = Net(seed=12)
+    y = net.relu(net.conv(net.input, 3, 8))
+    then_branch = helper.make_graph([helper.make_node("Identity", [y], ["then_out"])], "then", [], [helper.make_tensor_value_info("then_out", TensorProto.FLOAT, None)])
+    else_branch = helper.make_graph([helper.make_node("Neg", [y], ["else_out"])], "else", [], [helper.make_tensor_value_info("else_out", TensorProto.FLOAT, None)])
+    net.extra_inputs.append(helper.make_tensor_value_info("flag", TensorProto.BOOL, []))
+    chosen = net.op("If", ["flag"], then_branch=then_branch, else_branch=else_branch)
+    out = net.conv(net.op("Relu", [chosen]), 8, 4)
+    model = net.model(out)
+    before = plan_channel_pruning(irx.from_proto(model), HALF)
+    assert any("subgraph" in reason for group in before.groups for reason in group.lock_reasons)
+    first_conv = before.groups[0]
+    assert first_conv.channels_after == first_conv.channels_before
+
+
+def test_exclude_pattern_locks_matching_layer() -> None:
+    model = chain()
+    first_conv = model.graph.node[0].name
+    plan = plan_channel_pruning(irx.from_proto(model), dataclasses.replace(HALF, exclude=(first_conv,)))
+    group = next(group for group in plan.groups if first_conv in group.sources)
+    assert group.channels_after == group.channels_before
+    assert any("exclude pattern" in reason for reason in group.lock_reasons)
+    assert any(g.channels_after < g.channels_before for g in plan.groups)
+
+
+# ---------------------------------------------------------------- dead channels
+
+
+def _dead_model(padding: int) -> tuple[onnx.ModelProto, int]:
+    """conv1 with some all-zero filters: zero bias (output 0), positive bias (relu -> constant), negative bias (relu -> 0)."""
+    net = Net(seed=13)
+    y = net.relu(net.conv(net.input, 3, 10))
+    y = net.bn(net.conv(y, 10, 8, pad=padding), 8)
+    y = net.op("Flatten", [net.relu(y)])
+    side = 8 - 2 * (1 - padding)
+    model = net.model(net.gemm(y, 8 * side * side, 4))
+    tensors = {tensor.name: tensor for tensor in model.graph.initializer}
+    conv1, conv2 = [node for node in model.graph.node if node.op_type == "Conv"]
+    w1 = numpy_helper.to_array(tensors[conv1.input[1]]).copy()
+    b1 = numpy_helper.to_array(tensors[conv1.input[2]]).copy()
+    w1[[1, 4, 7]] = 0
+    b1[[1, 4, 7]] = [0.0, 0.7, -0.3]
+    w2 = numpy_helper.to_array(tensors[conv2.input[1]]).copy()
+    w2[[2, 5]] = 0  # two conv2 filters zero: their BN output is a constant, then relu, then Gemm (foldable)
+    for name, array in ((conv1.input[1], w1), (conv1.input[2], b1), (conv2.input[1], w2)):
+        tensors[name].CopyFrom(numpy_helper.from_array(array, name))
+    return model, 3
+
+
+@pytest.mark.parametrize("padding", [0, 1], ids=["no_padding", "padded"])
+def test_dead_channels_removed_exactly(padding: int) -> None:
+    model, _ = _dead_model(padding)
+    pruned, channel_pass = prune(model, ChannelOptions())
+    groups = channel_pass.plan.groups
+    conv1_group, conv2_group = groups[0], groups[1]
+    # Bias 0 and bias -0.3 give relu(...) == 0: always removable.  Bias 0.7 gives a constant 0.7, which only a
+    # conv without zero padding can absorb into its bias.
+    assert conv1_group.channels_after == (7 if padding == 0 else 8)
+    assert conv2_group.channels_after == 6  # Gemm absorbs any constant
+    assert conv1_group.dead_removed == 10 - conv1_group.channels_after
+    for seed in (0, 1, 2):
+        feeds = feeds_for(model, seed)
+        np.testing.assert_allclose(run_onnx(pruned, feeds)[0], run_onnx(model, feeds)[0], rtol=RTOL, atol=ATOL)
+
+
+def test_dead_channel_removal_can_be_turned_off() -> None:
+    model, _ = _dead_model(0)
+    plan = plan_channel_pruning(irx.from_proto(model), ChannelOptions(remove_dead=False))
+    assert not plan.changes_anything
+    assert all(group.note == "ratio is 0 and none of its channels is dead" for group in plan.groups if group.locked_channels == 0)
+
+
+# ---------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("ratio", 1.0), ("ratio", -0.1), ("ratio", "half"), ("min_channels", 0), ("round_to", 0), ("importance", "magic"), ("exclude", "conv*"), ("remove_dead", "yes")],
+)
+def test_invalid_options_name_the_option(field: str, value) -> None:
+    with pytest.raises(InputError, match=field):
+        ChannelOptions(**{field: value})
+
+
+def test_round_to_keeps_multiples() -> None:
+    net = Net(seed=14)
+    y = net.relu(net.conv(net.input, 3, 40))
+    model = net.model(net.conv(y, 40, 4))
+    plan = plan_channel_pruning(irx.from_proto(model), ChannelOptions(ratio=0.7, round_to=8))
+    assert plan.groups[0].channels_after == 16  # 40 - 28 = 12, rounded up to 16
+    plan = plan_channel_pruning(irx.from_proto(model), ChannelOptions(ratio=0.7, round_to=1, min_channels=20))
+    assert plan.groups[0].channels_after == 20
+
+
+def test_l2_and_registered_importance() -> None:
+    from onnxprune.importance import register_importance
+
+    model = chain()
+    conv = model.graph.node[0]
+    weight = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == conv.input[1])).reshape(8, -1)
+    plan = plan_channel_pruning(irx.from_proto(model), dataclasses.replace(HALF, importance="l2"))
+    expected = np.sort(np.argsort(-np.sqrt((weight.astype(np.float64) ** 2).sum(axis=1)), kind="stable")[:4])
+    assert plan.groups[0].kept[conv.name] == expected.tolist()
+    register_importance("first_channels", lambda filters: np.arange(filters.shape[0], 0, -1, dtype=np.float64))
+    plan = plan_channel_pruning(irx.from_proto(model), dataclasses.replace(HALF, importance="first_channels"))
+    assert plan.groups[0].kept[conv.name] == [0, 1, 2, 3]
+
+
+def test_plan_does_not_change_the_model() -> None:
+    model = irx.from_proto(residual())
+    before = irx.to_proto(model).SerializeToString()
+    plan = plan_channel_pruning(model, HALF)
+    assert plan.changes_anything
+    assert irx.to_proto(model).SerializeToString() == before
+
+
+# ---------------------------------------------------------------- sample models
+
+
+@pytest.mark.skipif(not SAMPLE_MODELS, reason="models/ not generated")
+def test_sample_models_prune_at_half(sample_model: Path) -> None:
+    original = onnx.load(sample_model)
+    model = irx.load(sample_model)
+    convs_before = {node.name: irx.constant_array(node.inputs[1]).shape for node in model.graph if node.op_type == "Conv"}
+    channel_pass = ChannelPruningPass(ChannelOptions(ratio=0.5))
+    result = channel_pass(model)
+    assert result.modified
+    pruned = irx.to_proto(model)
+    onnx.checker.check_model(pruned, full_check=True)
+    feeds = feeds_for(original, 0)
+    for before, after in zip(run_onnx(original, feeds), run_onnx(pruned, feeds)):
+        assert before.shape == after.shape
+        assert np.all(np.isfinite(after))
+    skipped = {skip.target for skip in channel_pass.report.skipped}
+    for node in model.graph:
+        if node.op_type == "Conv" and irx.constant_array(node.inputs[1]).shape == convs_before[node.name]:
+            assert node.name in skipped, f"{node.name} was not pruned and the report does not say why"
+    summary = channel_pass.report.summary
+    assert summary["channels_after"] < summary["channels_before"]
+    assert summary["params_after"] < summary["params_before"]
+
+
+def test_model_with_external_weights_prunes(tmp_path: Path) -> None:
+    """Weights kept in a .data file beside the model stay readable through planning, trial and apply."""
+    import onnx_ir as ir
+
+    path = tmp_path / "model.onnx"
+    ir.save(irx.from_proto(chain()), path, external_data="model.onnx.data", size_threshold_bytes=0)
+    model = irx.load(path)
+    channel_pass = ChannelPruningPass(HALF)
+    assert channel_pass(model).modified
+    out = tmp_path / "pruned.onnx"
+    irx.save(model, out)
+    onnx.checker.check_model(str(out), full_check=True)
+    feeds = feeds_for(chain(), 0)
+    assert run_onnx(out, feeds)[0].shape == run_onnx(chain(), feeds)[0].shape
