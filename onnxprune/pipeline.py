@@ -27,8 +27,13 @@ from onnxprune.bench import Timing, benchmark
 from onnxprune.config import PruneConfig
 from onnxprune.gates import Gate, check_gate_inputs, evaluate_gates
 from onnxprune.passes.base import PruningPass
+from onnxprune.passes.channels import ChannelOptions, ChannelPlanError, ChannelPruningPass
+from onnxprune.passes.cleanup import CleanupPass
+from onnxprune.passes.layers import LayerBypassPass, LayerOptions
+from onnxprune.passes.weights import WeightOptions, WeightPruningPass
 from onnxprune.progress import progress
 from onnxprune.simplify import simplify
+from onnxprune.sparse import to_sparse_initializers
 from onnxprune.validate import InputSource, Validation, validate
 
 
@@ -69,7 +74,7 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
             candidate, warning = simplify(candidate)
         steps.append({"name": "simplify", "changes": [], "skipped": [], "summary": {"warning": warning} if warning else {"applied": True}})
     lossy = False
-    for pruning_pass in _passes(config, quiet):
+    for pruning_pass in _passes(config):
         _run_pass(pruning_pass, candidate)
         steps.append(pruning_pass.report.to_dict())
         lossy = lossy or _is_lossy(pruning_pass)
@@ -105,8 +110,6 @@ def finalize(model: ir.Model) -> None:
 def save_model(model: ir.Model, path: str | os.PathLike, config: PruneConfig) -> None:
     """Write the model, converting pruned weights to sparse initializers when asked."""
     if config.sparse_storage:
-        from onnxprune.sparse import to_sparse_initializers
-
         proto = to_sparse_initializers(irx.to_proto(model))
         irx.save_proto(proto, path)
         return
@@ -119,8 +122,6 @@ def serialized_size(model: ir.Model, config: PruneConfig) -> int:
         return irx.weight_bytes(model)
     proto = irx.to_proto(model)
     if config.sparse_storage:
-        from onnxprune.sparse import to_sparse_initializers
-
         proto = to_sparse_initializers(proto)
     return proto.ByteSize()
 
@@ -167,12 +168,10 @@ def build_report(
     }
 
 
-def _passes(config: PruneConfig, quiet: bool) -> list[PruningPass]:
+def _passes(config: PruneConfig) -> list[PruningPass]:
     """The passes the config asks for, in the pipeline's fixed order."""
     passes: list[PruningPass] = []
     if config.bypass or config.bypass_auto is not None or config.bypass_max_drift is not None:
-        from onnxprune.passes.layers import LayerBypassPass, LayerOptions
-
         passes.append(
             LayerBypassPass(
                 LayerOptions(
@@ -192,8 +191,6 @@ def _passes(config: PruneConfig, quiet: bool) -> list[PruningPass]:
         value is not None for value in (config.weight_threshold, config.weight_sparsity, config.weight_pattern)
     )
     if weights_requested:
-        from onnxprune.passes.weights import WeightOptions, WeightPruningPass
-
         passes.append(
             WeightPruningPass(
                 WeightOptions(
@@ -206,8 +203,6 @@ def _passes(config: PruneConfig, quiet: bool) -> list[PruningPass]:
                 )
             )
         )
-    from onnxprune.passes.cleanup import CleanupPass
-
     passes.append(CleanupPass())
     if weights_requested and config.dead_channels:
         # Weight pruning can zero whole filters; removing them is exact and makes the model faster.
@@ -216,8 +211,6 @@ def _passes(config: PruneConfig, quiet: bool) -> list[PruningPass]:
 
 
 def _channel_pass(config: PruneConfig, ratio: float) -> PruningPass:
-    from onnxprune.passes.channels import ChannelOptions, ChannelPruningPass
-
     return ChannelPruningPass(
         ChannelOptions(
             ratio=ratio,
@@ -233,8 +226,6 @@ def _channel_pass(config: PruneConfig, ratio: float) -> PruningPass:
 
 def _run_pass(pruning_pass: PruningPass, model: ir.Model) -> None:
     """Run one pass; a channel plan that fails its own validation leaves the model as it was, with the reason."""
-    from onnxprune.passes.channels import ChannelPlanError
-
     try:
         pruning_pass(model)
     except ChannelPlanError as error:

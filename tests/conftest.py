@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import helper, numpy_helper
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO / "models"
@@ -22,6 +23,22 @@ def run_onnx(model: onnx.ModelProto | str | Path, feeds: dict[str, np.ndarray]) 
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
+
+
+def make_model(
+    nodes: list[onnx.NodeProto],
+    initializers: dict[str, np.ndarray],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    opset: int = 17,
+) -> onnx.ModelProto:
+    """A one-graph model from nodes and named arrays, checked in full so a broken test model fails loudly."""
+    graph = helper.make_graph(
+        nodes, "g", inputs, outputs, [numpy_helper.from_array(array, name) for name, array in initializers.items()]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
 
 
 @pytest.fixture(params=SAMPLE_MODELS, ids=[path.stem for path in SAMPLE_MODELS])

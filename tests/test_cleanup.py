@@ -16,22 +16,8 @@ from onnxprune import runtime
 from onnxprune.analysis.cost import model_cost
 from onnxprune.passes.cleanup import CleanupPass
 from onnxprune.passes.weights import WeightOptions, WeightPruningPass
+from tests.conftest import make_model as _make_model
 from tests.conftest import run_onnx
-
-
-def _make_model(
-    nodes: list[onnx.NodeProto],
-    initializers: dict[str, np.ndarray],
-    inputs: list[onnx.ValueInfoProto],
-    outputs: list[onnx.ValueInfoProto],
-    opset: int = 17,
-) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes, "g", inputs, outputs, [numpy_helper.from_array(array, name) for name, array in initializers.items()]
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def _clean(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, CleanupPass]:

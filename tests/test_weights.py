@@ -16,24 +16,10 @@ from onnxprune import runtime
 from onnxprune.errors import InputError
 from onnxprune.passes.cleanup import CleanupPass
 from onnxprune.passes.weights import DENSE_RUNTIME_NOTE, WeightOptions, WeightPruningPass
+from tests.conftest import make_model as _make_model
 from tests.conftest import run_onnx
 
 SELECTED = ("w1", "w2", "wg", "wm")
-
-
-def _make_model(
-    nodes: list[onnx.NodeProto],
-    initializers: dict[str, np.ndarray],
-    inputs: list[onnx.ValueInfoProto],
-    outputs: list[onnx.ValueInfoProto],
-    opset: int = 17,
-) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes, "g", inputs, outputs, [numpy_helper.from_array(array, name) for name, array in initializers.items()]
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def _cnn(seed: int = 0, tiny_scale: float = 1.0) -> onnx.ModelProto:
