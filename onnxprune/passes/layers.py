@@ -45,6 +45,7 @@ from onnxprune.analysis.layer_candidates import (
 from onnxprune.errors import InputError
 from onnxprune.ir import iter_nodes
 from onnxprune.passes.base import PassReport, PruningPass
+from onnxprune.progress import progress
 
 DRIFT_METRIC = "max over graph outputs of ||y' - y||_2 / ||y||_2 vs the original model, stacked over calibration inputs"
 RANDOM_INPUTS_WARNING = (
@@ -233,7 +234,11 @@ class LayerBypassPass(PruningPass):
             if not pool:
                 stopped = "no bypass candidates left"
                 break
-            scores = [meter.drift(bypassed_copy(model, candidate)) for candidate in pool]
+            scores = []
+            with progress(f"scoring {len(pool)} bypass candidates (round {len(self.report.changes) + 1})", total=len(pool)) as advance:
+                for candidate in pool:
+                    scores.append(meter.drift(bypassed_copy(model, candidate)))
+                    advance(1)
             best_score, best = min(zip(scores, pool), key=lambda pair: (pair[0], pair[1].name))
             if self.options.max_drift is not None and best_score > self.options.max_drift:
                 stopped = (
