@@ -33,7 +33,7 @@ from onnxprune.passes.layers import LayerBypassPass, LayerOptions
 from onnxprune.passes.weights import WeightOptions, WeightPruningPass
 from onnxprune.progress import progress
 from onnxprune.simplify import simplify
-from onnxprune.sparse import to_sparse_initializers
+from onnxprune.sparse import compressed_size, to_sparse_initializers
 from onnxprune.validate import InputSource, Validation, validate
 
 
@@ -81,7 +81,10 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
     finalize(candidate)
 
     pruned_cost = model_cost(candidate)
-    pruned_cost.file_bytes = serialized_size(candidate, config)
+    pruned_cost.file_bytes, pruned_compressed = serialized_sizes(candidate, config)
+    original_compressed = (
+        compressed_size(source_path) if source_path is not None and not irx.has_external_tensors(original) else None
+    )
     validation = _validate(original, candidate, config, quiet) if config.validate else None
     timings = _time(original, candidate, config, quiet) if config.bench else None
     macs_ratio = pruned_cost.macs / original_cost.macs if original_cost.macs else 1.0
@@ -91,6 +94,8 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
     if validation is not None:
         failures.extend(_validation_failures(validation, lossy))
     report = build_report(original_cost, pruned_cost, timings, validation, gates, steps, config, lossy)
+    report["original"]["compressed_bytes"] = original_compressed
+    report["pruned"]["compressed_bytes"] = pruned_compressed
     report["failures"] = failures
     return PruneResult(candidate, report, config, passed=not failures, failures=failures)
 
@@ -116,14 +121,19 @@ def save_model(model: ir.Model, path: str | os.PathLike, config: PruneConfig) ->
     irx.save(model, path, external_data=True if config.external_data else None)
 
 
-def serialized_size(model: ir.Model, config: PruneConfig) -> int:
-    """Bytes the model will take on disk, without writing it."""
+def serialized_sizes(model: ir.Model, config: PruneConfig) -> tuple[int, int | None]:
+    """Bytes the model will take on disk, and deflated (zeros compress), without writing it.
+
+    Models whose weights live in external data are not compressed in memory; their
+    compressed size is left out (None).
+    """
     if irx.has_external_tensors(model) or irx.weight_bytes(model) > irx.PROTOBUF_LIMIT_BYTES:
-        return irx.weight_bytes(model)
+        return irx.weight_bytes(model), None
     proto = irx.to_proto(model)
     if config.sparse_storage:
         proto = to_sparse_initializers(proto)
-    return proto.ByteSize()
+    data = proto.SerializeToString()
+    return len(data), compressed_size(data)
 
 
 def build_report(

@@ -119,6 +119,7 @@ def render_prune(console: Console, report: dict[str, Any]) -> None:
         ("parameters", "params", lambda value: f"{value:,}"),
         ("MACs", "macs", lambda value: f"{value:,}"),
         ("file size", "file_bytes", _bytes),
+        ("deflated size", "compressed_bytes", _bytes),
         ("nodes", "nodes", lambda value: f"{value:,}"),
     ):
         table.add_row(label, formatter(original[key]), formatter(pruned[key]), _ratio(pruned[key], original[key]))

@@ -112,12 +112,13 @@ def random_inputs(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in specs:
+        # np.asarray: for a scalar input (shape ()) numpy returns a scalar, which onnxruntime rejects.
         if np.issubdtype(spec.dtype, np.floating):
-            feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
+            feeds[spec.name] = np.asarray(rng.standard_normal(spec.shape), dtype=spec.dtype)
         elif np.issubdtype(spec.dtype, np.integer):
-            feeds[spec.name] = rng.integers(0, 8, spec.shape).astype(spec.dtype)
+            feeds[spec.name] = np.asarray(rng.integers(0, 8, spec.shape), dtype=spec.dtype)
         elif spec.dtype == np.bool_:
-            feeds[spec.name] = rng.random(spec.shape) < 0.5
+            feeds[spec.name] = np.asarray(rng.random(spec.shape) < 0.5)
         else:
             raise InputError(f"input '{spec.name}' has dtype {spec.dtype}, which cannot be generated; pass --inputs FILE.npz")
     return feeds

@@ -130,7 +130,12 @@ def validate(
         return result
     batches, labels = comparison_batches(reference, source)
     reference_outputs = _run_all(reference, batches)
-    candidate_outputs = _run_all(candidate, batches)
+    try:
+        candidate_outputs = _run_all(candidate, batches)
+    except InputError as error:
+        # A candidate onnxruntime cannot load or run is what validation exists to catch: a failed check, not bad input.
+        result.problems.append(str(error))
+        return result
     result.samples = len(batches)
     for name, expected in reference_outputs.items():
         actual = candidate_outputs[name]

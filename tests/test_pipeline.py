@@ -68,7 +68,7 @@ def test_report_has_the_documented_fields(tmp_path: Path) -> None:
     code, report, _ = _prune(tmp_path, "--weight-sparsity", "0.5", "--calibration", str(DIGITS_NPZ))
     assert code == 0
     for side in ("original", "pruned"):
-        assert set(report[side]) >= {"params", "macs", "file_bytes", "nodes", "latency_ms"}
+        assert set(report[side]) >= {"params", "macs", "file_bytes", "compressed_bytes", "nodes", "latency_ms"}
         assert set(report[side]["latency_ms"]) >= {"median", "p90"}
     assert report["speedup"] > 0
     output = report["validation"]["outputs"][0]
@@ -176,3 +176,14 @@ def test_failed_channel_plan_leaves_the_model_and_says_why(tmp_path: Path, monke
     step = next(step for step in report["passes"] if step["name"] == "channels")
     assert "shapes disagree after the trial" in step["skipped"][0]["reason"]
     assert report["pruned"]["macs"] == report["original"]["macs"]
+
+
+def test_weight_pruning_reports_smaller_compressed_size(tmp_path: Path) -> None:
+    code, report, out = _prune(tmp_path, "--weight-sparsity", "0.9", "--no-dead-channels", "--no-bench")
+    assert code == 0
+    original, pruned = report["original"], report["pruned"]
+    assert pruned["params"] == original["params"], "zeroed weights stay stored dense"
+    assert pruned["file_bytes"] == pytest.approx(original["file_bytes"], rel=0.01)
+    assert pruned["compressed_bytes"] < 0.5 * original["compressed_bytes"]
+    weights = next(step for step in report["passes"] if step["name"] == "weights")
+    assert "does not run faster" in weights["summary"]["note"]
