@@ -342,25 +342,49 @@ def _pattern_axis(array: np.ndarray, uses: list[tuple[ir.Node, int]], group: int
 
 
 def _magnitudes(candidate: _Candidate) -> np.ndarray:
-    """|w| of the weights still kept (0 where already pruned), exact for every float width."""
-    return np.where(candidate.keep, np.abs(candidate.array.astype(np.float64)), 0.0)
+    """|w| of the weights still kept (0 where already pruned).
+
+    Computed in the weight's own precision (half widened to single), which is
+    exact for an absolute value and keeps memory near one copy of the tensor.
+    """
+    magnitudes = np.abs(candidate.array, dtype=np.result_type(candidate.array.dtype, np.float32))
+    magnitudes[~candidate.keep] = 0
+    return magnitudes
+
+
+def _smallest(magnitudes: np.ndarray, count: int) -> np.ndarray:
+    """Mask of the ``count`` smallest entries of a flat array, ties broken by position.
+
+    Gives the same set as the first ``count`` of a stable argsort, but with a
+    partition (linear time, one copy) instead of a full sort with 8-byte indices.
+    """
+    mask = np.zeros(magnitudes.size, dtype=bool)
+    if count <= 0:
+        return mask
+    if count >= magnitudes.size:
+        mask[:] = True
+        return mask
+    kth = np.partition(magnitudes, count - 1)[count - 1]
+    mask = magnitudes < kth
+    ties = np.flatnonzero(magnitudes == kth)[: count - int(np.count_nonzero(mask))]
+    mask[ties] = True
+    return mask
 
 
 def _apply_threshold(candidates: list[_Candidate], threshold: float | None) -> None:
     if threshold is None:
         return
     for candidate in candidates:
-        candidate.keep &= np.abs(candidate.array.astype(np.float64)) > threshold
+        # A float64 scalar makes the comparison exact without a float64 copy of the tensor.
+        candidate.keep &= np.abs(candidate.array) > np.float64(threshold)
 
 
 def _apply_tensor_sparsity(candidates: list[_Candidate], sparsity: float) -> None:
     """Zero the ``round(sparsity * size)`` smallest magnitudes of each tensor."""
     for candidate in candidates:
         count = round(sparsity * candidate.array.size)
-        order = np.argsort(_magnitudes(candidate).ravel(), kind="stable")
-        keep = candidate.keep.ravel()
-        keep[order[:count]] = False
-        candidate.keep = keep.reshape(candidate.array.shape)
+        pruned = _smallest(_magnitudes(candidate).ravel(), count)
+        candidate.keep &= ~pruned.reshape(candidate.array.shape)
 
 
 def _apply_global_sparsity(candidates: list[_Candidate], sparsity: float, allow_empty: bool) -> None:
@@ -369,38 +393,32 @@ def _apply_global_sparsity(candidates: list[_Candidate], sparsity: float, allow_
     When the ranking would wipe a tensor out, its largest weight is taken out
     of the ranking (guard) and the cut is recomputed, so the next-smallest
     weight elsewhere is zeroed instead and the global count stays exact.
+    Memory stays near one copy of the selected weights plus one byte each.
     """
     if not candidates:
         return
-    magnitudes = [_magnitudes(candidate).ravel() for candidate in candidates]
-    sizes = np.array([part.size for part in magnitudes])
-    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    owner = np.repeat(np.arange(len(candidates)), sizes)
-    ranked = np.concatenate(magnitudes)
+    ranked = np.concatenate([_magnitudes(candidate).ravel() for candidate in candidates])
+    sizes = [candidate.array.size for candidate in candidates]
+    spans = [slice(start, start + size) for start, size in zip(np.cumsum([0, *sizes[:-1]]), sizes)]
     total = ranked.size
     count = round(sparsity * total)
-    alive = np.array([bool(np.any(part > 0)) for part in magnitudes])
-    protected: list[int] = []
+    alive = [bool(np.any(ranked[span] > 0)) for span in spans]
+    protected = 0
     while True:
-        order = np.argsort(ranked, kind="stable")
-        cut = order[: min(count, total - len(protected))]
-        pruned_per_tensor = np.bincount(owner[cut], minlength=len(candidates))
-        wiped = np.flatnonzero((pruned_per_tensor == sizes) & alive)
-        if allow_empty or wiped.size == 0:
+        cut = _smallest(ranked, min(count, total - protected))
+        wiped = [index for index, span in enumerate(spans) if alive[index] and np.all(cut[span])]
+        if allow_empty or not wiped:
             break
         for index in wiped:
-            # The largest weight is the last of this tensor in the stable ascending order.
-            largest = int(np.argsort(magnitudes[index], kind="stable")[-1])
-            protected.append(int(offsets[index]) + largest)
+            # The largest weight, the last of its tensor in a stable ascending order.
+            part = ranked[spans[index]]
+            largest = part.size - 1 - int(np.argmax(part[::-1]))
+            ranked[spans[index].start + largest] = np.inf
+            protected += 1
             candidates[index].guarded = True
             alive[index] = False
-        ranked = ranked.copy()
-        ranked[protected] = np.inf
-    pruned = np.zeros(total, dtype=bool)
-    pruned[cut] = True
-    for index, candidate in enumerate(candidates):
-        part = pruned[offsets[index] : offsets[index] + sizes[index]].reshape(candidate.array.shape)
-        candidate.keep &= ~part
+    for candidate, span in zip(candidates, spans):
+        candidate.keep &= ~cut[span].reshape(candidate.array.shape)
 
 
 def _apply_pattern(candidates: list[_Candidate], keep_count: int, group: int) -> None:
