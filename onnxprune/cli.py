@@ -208,12 +208,14 @@ def _effective_config(arguments: argparse.Namespace) -> PruneConfig:
 
 
 def _refuse_overwriting_input(model: Path, output: Path) -> None:
-    """The input model and its external data must survive any run."""
-    if output.resolve() == model.resolve():
-        raise InputError(f"{output}: output would overwrite the input model; choose another path")
-    if output.is_dir():
-        raise InputError(f"{output}: is a directory; give a file path")
-    if os.path.exists(output) and not os.access(output, os.W_OK):
+    """Refuse, before any work, an output that would overwrite the input model or its external data."""
+    protected = irx.model_files(model)
+    if output.resolve() in protected:
+        raise InputError(f"{output}: output would overwrite the input model or its external data; choose another path")
+    if Path(f"{output}.data").resolve() in protected:
+        raise InputError(f"{output}: its external data file would overwrite the input model's weights; choose another path")
+    irx.check_output_directory(output)
+    if output.exists() and not os.access(output, os.W_OK):
         raise InputError(f"{output}: not writable")
 
 

@@ -93,12 +93,8 @@ def save_proto(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
         temporary.write_bytes(proto.SerializeToString())
 
 
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` and move it into place only if the block succeeds.
-
-    An interrupted or failed write leaves no partial file at ``path``.
-    """
+def check_output_directory(path: Path) -> Path:
+    """The directory ``path`` would be written into, refused early when it cannot take the file."""
     directory = path.parent if str(path.parent) else Path(".")
     if directory.exists() and not directory.is_dir():
         raise InputError(f"{directory}: is not a directory, cannot write {path.name} into it")
@@ -106,6 +102,18 @@ def atomic_output(path: Path) -> Iterator[Path]:
         raise InputError(f"{directory}: output directory does not exist")
     if not os.access(directory, os.W_OK):
         raise InputError(f"{directory}: output directory is not writable")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give a file path")
+    return directory
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` and move it into place only if the block succeeds.
+
+    An interrupted or failed write leaves no partial file at ``path``.
+    """
+    directory = check_output_directory(path)
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as error:
