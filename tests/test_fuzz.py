@@ -14,7 +14,6 @@ longer hunt.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 from collections.abc import Callable
@@ -30,10 +29,7 @@ from tests.conftest import run_onnx
 from tests.test_robustness import CRASH_MARKER, feeds_for
 
 EXAMPLES = int(os.environ.get("ONNXPRUNE_FUZZ_EXAMPLES", "25"))
-CHANNELS_AVAILABLE = importlib.util.find_spec("onnxprune.passes.channels") is not None
-PRUNE_OPTIONS = ["--weight-sparsity", "0.5", "--bypass-auto", "1", "--no-bench", "--samples", "1"] + (
-    ["--channel-ratio", "0.5"] if CHANNELS_AVAILABLE else ["--no-dead-channels"]
-)
+PRUNE_OPTIONS = ["--weight-sparsity", "0.5", "--bypass-auto", "1", "--no-bench", "--samples", "1", "--channel-ratio", "0.5"]
 
 SEEDS: dict[str, Callable[[], onnx.ModelProto]] = {
     "conv_chain": hm.conv_chain,

@@ -10,7 +10,6 @@ full checker, runs in onnxruntime and keeps the original's interface.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -31,11 +30,8 @@ from tests import hostile_models as hm
 from tests.conftest import REPO, SAMPLE_MODELS, run_onnx
 
 # Until the channel pass exists, prune with the two other families and without the dead-channel sweep (which needs it).
-CHANNELS_AVAILABLE = importlib.util.find_spec("onnxprune.passes.channels") is not None
-ALL_FAMILIES = ["--weight-sparsity", "0.5", "--bypass-auto", "1", "--no-bench"] + (
-    ["--channel-ratio", "0.5"] if CHANNELS_AVAILABLE else ["--no-dead-channels"]
-)
-EXACT_ONLY = ["--no-bench"] if CHANNELS_AVAILABLE else ["--no-bench", "--no-dead-channels"]
+ALL_FAMILIES = ["--weight-sparsity", "0.5", "--bypass-auto", "1", "--no-bench", "--channel-ratio", "0.5"]
+EXACT_ONLY = ["--no-bench"]
 CRASH_MARKER = "cannot process this model"
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "DynamicQuantizeLinear", "MatMulInteger"}
 
@@ -413,9 +409,8 @@ def test_nhwc_transposed_convs(tmp_path: Path, capsys: pytest.CaptureFixture[str
     code, err, output, report = prune_model(model, tmp_path, capsys, ALL_FAMILIES)
     assert code == 0, err
     assert_valid_output(output, model)
-    if CHANNELS_AVAILABLE:
-        channels = pass_report(report, "channels")
-        assert channels["changes"] or channels["skipped"], "channel pass neither pruned nor explained the NHWC convs"
+    channels = pass_report(report, "channels")
+    assert channels["changes"] or channels["skipped"], "channel pass neither pruned nor explained the NHWC convs"
 
 
 # --------------------------------------------------------------------------- control flow
@@ -513,7 +508,6 @@ def test_dequantized_weights_are_skipped_not_pruned(tmp_path: Path, capsys: pyte
     assert sum(node.op_type == "DequantizeLinear" for node in written.graph.node) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="weights pass gives the generic 'computed at run time; fold constants first (e.g. onnxsim)' reason for DequantizeLinear weights, which points the user at the wrong fix")
 def test_dequantized_weight_skip_reason_says_quantized(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = hm.qdq_weights_model()
     code, err, _, report = prune_model(model, tmp_path, capsys, ["--weight-sparsity", "0.5", *EXACT_ONLY])

@@ -261,12 +261,19 @@ def _weight_slot(node: ir.Node) -> int | None:
     return None
 
 
+# Weights dequantized at run time: zeroing the float result would disagree with the stored integers.
+_QUANTIZED_PRODUCERS = frozenset({"DequantizeLinear", "DynamicQuantizeLinear", "QuantizeLinear"})
+
+
 def _computed_weight_reason(node: ir.Node) -> str:
     weight = node.inputs[1] if len(node.inputs) > 1 else None
     if weight is None:
         return "has no weight input"
     if weight.is_graph_input():
         return f"weight '{weight.name}' is a graph input, fed at run time"
+    producer = weight.producer()
+    if producer is not None and producer.op_type in _QUANTIZED_PRODUCERS:
+        return f"weight '{weight.name}' is quantized ({producer.op_type}); quantized weights are left intact"
     return f"weight '{weight.name}' is computed at run time, not a constant; fold constants first (e.g. onnxsim)"
 
 
