@@ -465,7 +465,7 @@ def _dead_model(padding: int) -> tuple[onnx.ModelProto, int]:
 @pytest.mark.parametrize("padding", [0, 1], ids=["no_padding", "padded"])
 def test_dead_channels_removed_exactly(padding: int) -> None:
     model, _ = _dead_model(padding)
-    pruned, channel_pass = prune(model, ChannelOptions())
+    pruned, channel_pass = prune(model, ChannelOptions(round_to=1))
     groups = channel_pass.plan.groups
     conv1_group, conv2_group = groups[0], groups[1]
     # Bias 0 and bias -0.3 give relu(...) == 0: always removable.  Bias 0.7 gives a constant 0.7, which only a
@@ -476,6 +476,17 @@ def test_dead_channels_removed_exactly(padding: int) -> None:
     for seed in (0, 1, 2):
         feeds = feeds_for(model, seed)
         np.testing.assert_allclose(run_onnx(pruned, feeds)[0], run_onnx(model, feeds)[0], rtol=RTOL, atol=ATOL)
+
+
+def test_dead_channels_stay_when_removing_them_breaks_round_to() -> None:
+    model, _ = _dead_model(0)
+    plan = plan_channel_pruning(irx.from_proto(model), ChannelOptions(round_to=4))
+    conv1_group, conv2_group = plan.groups[0], plan.groups[1]
+    # conv1: 3 removable dead channels of 10 -> 7 is no multiple of 4, so only 2 go (8 kept).
+    assert conv1_group.channels_after == 8 and conv1_group.dead_removed == 2
+    # conv2: 2 dead of 8 -> 6 is no multiple of 4, and 4 would need live channels: all stay, with the reason.
+    assert conv2_group.channels_after == 8
+    assert "dead channel(s) stay" in conv2_group.note and "round_to=4" in conv2_group.note
 
 
 def test_dead_channel_removal_can_be_turned_off() -> None:

@@ -25,8 +25,9 @@ Which channels go:
 * ``min_channels``: every tensor whose channels change keeps at least this
   many.  ``round_to``: a group that loses channels keeps a multiple of this
   many (rounded up, never above the original count), so onnxruntime's
-  blocked convolution kernels stay in use; dead channels are removed even
-  when that breaks the multiple, because removing them is free.
+  blocked convolution kernels stay in use.  Dead channels obey the multiple
+  too: a few dead channels removed from 64 would leave the layer off the fast
+  path and slower, so they are kept until enough of them can go together.
 """
 
 from __future__ import annotations
@@ -215,19 +216,47 @@ class _Selection:
             self.floor.append(min(len(members), max(1, options.min_channels)))
             for unit in members.tolist():
                 self.constraints_of[unit].append(index)
-        self.group_sizes = np.bincount(channels.group_of_unit, minlength=channels.num_groups)
 
     def run(self) -> tuple[np.ndarray, dict[int, float]]:
         for unit in np.flatnonzero(self.dead & self.removable).tolist():
             self._try_remove(unit)
-        thresholds: dict[int, float] = {}
         if self.options.ratio > 0:
             if self.options.global_ranking:
-                self._global(thresholds)
+                self._global()
             else:
                 for group in range(self.channels.num_groups):
-                    self._local(group, thresholds)
-        return self.removed, thresholds
+                    self._local(group)
+        self._round_groups()
+        return self.removed, self._thresholds()
+
+    def _round_groups(self) -> None:
+        """Give channels back until every group keeps a multiple of ``round_to``.
+
+        Dead channels count too: removing three dead channels from 64 would
+        leave 61, off the runtime's fast kernel path, and the model slower.
+        The best-scored pruned channels come back first, dead ones last (keeping
+        a dead channel costs time but no accuracy).
+        """
+        groups = self.channels.group_of_unit
+        for group in range(self.channels.num_groups):
+            units = np.flatnonzero(groups == group)
+            gone = units[self.removed[units]]
+            kept = len(units) - len(gone)
+            restore = self._keep_target(len(units), kept) - kept
+            if restore <= 0:
+                continue
+            live = self._ordered(gone[~self.dead[gone]])[::-1]
+            dead = self._ordered(gone[self.dead[gone]])
+            for unit in (live + dead)[:restore]:
+                self._restore(unit)
+
+    def _thresholds(self) -> dict[int, float]:
+        """Per group, the highest importance among the channels pruned by score (dead ones aside)."""
+        thresholds: dict[int, float] = {}
+        for unit in np.flatnonzero(self.removed & ~self.dead).tolist():
+            group = int(self.channels.group_of_unit[unit])
+            thresholds[group] = max(thresholds.get(group, -math.inf), float(self.scores[unit]))
+        return thresholds
 
     def _try_remove(self, unit: int) -> bool:
         if self.removed[unit] or not self.removable[unit]:
@@ -253,7 +282,7 @@ class _Selection:
             keep = min(size, math.ceil(keep / self.options.round_to) * self.options.round_to)
         return keep
 
-    def _local(self, group: int, thresholds: dict[int, float]) -> None:
+    def _local(self, group: int) -> None:
         units = np.flatnonzero(self.channels.group_of_unit == group)
         size = len(units)
         keep = self._keep_target(size, size - int(math.floor(self.options.ratio * size + 1e-9)))
@@ -263,30 +292,15 @@ class _Selection:
                 break
             if self._try_remove(unit):
                 budget -= 1
-                thresholds[group] = float(self.scores[unit])
 
-    def _global(self, thresholds: dict[int, float]) -> None:
+    def _global(self) -> None:
         candidates = np.flatnonzero(self.removable)
         budget = int(math.floor(self.options.ratio * len(candidates) + 1e-9)) - int(np.count_nonzero(self.removed))
-        chosen: list[int] = []
         for unit in self._ordered(candidates[~self.removed[candidates]]):
             if budget <= 0:
                 break
             if self._try_remove(unit):
                 budget -= 1
-                chosen.append(unit)
-        groups = self.channels.group_of_unit
-        for group in sorted({int(groups[unit]) for unit in chosen}):
-            size = int(self.group_sizes[group])
-            units = np.flatnonzero(groups == group)
-            kept = size - int(np.count_nonzero(self.removed[units]))
-            restore = self._keep_target(size, kept) - kept
-            ranked = self._ordered(units[self.removed[units] & ~self.dead[units]])[::-1]
-            for unit in ranked[:restore]:
-                self._restore(unit)
-            remaining = ranked[restore:]
-            if remaining:
-                thresholds[group] = float(max(self.scores[unit] for unit in remaining))
 
 
 # ---------------------------------------------------------------- edits
@@ -413,14 +427,19 @@ def _group_plans(
             kept=kept,
         )
         if not gone.any():
-            plan.note = _why_unchanged(plan, options)
+            plan.note = _why_unchanged(plan, options, int(np.count_nonzero(dead[units])))
         plans.append(plan)
     return plans
 
 
-def _why_unchanged(plan: GroupPlan, options: ChannelOptions) -> str:
+def _why_unchanged(plan: GroupPlan, options: ChannelOptions, dead: int) -> str:
     if plan.locked_channels == plan.channels_before:
         return "locked: " + "; ".join(plan.lock_reasons)
+    if options.ratio == 0 and dead:
+        return (
+            f"its {dead} dead channel(s) stay: removing them would leave {plan.channels_before - dead}, "
+            f"not a multiple of round_to={options.round_to} (slower kernels)"
+        )
     if options.ratio == 0:
         return "ratio is 0 and none of its channels is dead"
     if plan.channels_before <= options.min_channels:
