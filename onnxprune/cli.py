@@ -114,7 +114,7 @@ def _add_option(parser: argparse.ArgumentParser, option: Any) -> None:
     if option.kind is bool:
         parser.add_argument(flag, dest=option.key, action=argparse.BooleanOptionalAction, default=None, help=text)
     elif option.many:
-        parser.add_argument(flag, dest=option.key, action="append", default=None, help=text)
+        parser.add_argument(flag, dest=option.key, action="append", default=None, choices=option.choices, help=text)
     else:
         parser.add_argument(flag, dest=option.key, type=option.kind, default=None, choices=option.choices, help=text)
 

@@ -52,6 +52,7 @@ OPTIONS: tuple[Option, ...] = (
     # Layer bypass.
     Option("bypass", str, (), "bypass layers or residual branches by node or value name (glob)", many=True, group="layers"),
     Option("bypass-auto", int, None, "bypass the K layers whose removal changes the outputs least", minimum=1, group="layers"),
+    Option("bypass-kinds", str, ("residual", "layer"), "what --bypass-auto/--bypass-max-drift may remove", choices=("residual", "layer"), many=True, group="layers"),
     Option("bypass-max-drift", float, None, "bypass greedily while the relative output drift stays under X", minimum=0.0, group="layers"),
     # Channel pruning.
     Option("channel-ratio", float, None, "fraction of each channel group's channels to remove", minimum=0.0, maximum=0.99, group="channels"),
@@ -140,6 +141,9 @@ def check_value(option: Option, value: Any, source: str) -> Any:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
             raise InputError(f"{source}: '{option.name}' takes a string or a list of strings, got {value!r}")
+        unknown = [item for item in items if option.choices is not None and item not in option.choices]
+        if unknown:
+            raise InputError(f"{source}: '{option.name}' must be among {', '.join(option.choices)}, got '{unknown[0]}'")
         return tuple(items)
     if option.kind is bool:
         if not isinstance(value, bool):

@@ -188,6 +188,7 @@ def _passes(config: PruneConfig) -> list[PruningPass]:
                     bypass=config.bypass,
                     auto=config.bypass_auto,
                     max_drift=config.bypass_max_drift,
+                    kinds=config.bypass_kinds,
                     calibration=config.calibration,
                     input_shapes=tuple(config.input_shapes().items()),
                     samples=config.samples,

@@ -71,3 +71,9 @@ def test_input_shapes_parse_and_reject_garbage() -> None:
     assert parse_input_shapes(("input=1,3,224,224",)) == {"input": (1, 3, 224, 224)}
     with pytest.raises(InputError, match="expected NAME=D0,D1"):
         parse_input_shapes(("input=1,x",))
+
+
+def test_list_options_check_their_choices() -> None:
+    assert PruneConfig.from_mapping({"bypass-kinds": ["residual"]}).bypass_kinds == ("residual",)
+    with pytest.raises(InputError, match="'bypass-kinds' must be among residual, layer, got 'block'"):
+        PruneConfig.from_mapping({"bypass-kinds": ["residual", "block"]}, "cfg.toml")
