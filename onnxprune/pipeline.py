@@ -81,9 +81,11 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
     finalize(candidate)
 
     pruned_cost = model_cost(candidate)
-    pruned_cost.file_bytes, pruned_compressed = serialized_sizes(candidate, config)
+    pruned_cost.file_bytes, pruned_compressed = serialized_sizes(candidate, config, compress=_prunes_weights(config))
     original_compressed = (
-        compressed_size(source_path) if source_path is not None and not irx.has_external_tensors(original) else None
+        compressed_size(source_path)
+        if pruned_compressed is not None and source_path is not None and not irx.has_external_tensors(original)
+        else None
     )
     validation = _validate(original, candidate, config, quiet) if config.validate else None
     timings = _time(original, candidate, config, quiet) if config.bench else None
@@ -121,11 +123,12 @@ def save_model(model: ir.Model, path: str | os.PathLike, config: PruneConfig) ->
     irx.save(model, path, external_data=True if config.external_data else None)
 
 
-def serialized_sizes(model: ir.Model, config: PruneConfig) -> tuple[int, int | None]:
-    """Bytes the model will take on disk, and deflated (zeros compress), without writing it.
+def serialized_sizes(model: ir.Model, config: PruneConfig, compress: bool) -> tuple[int, int | None]:
+    """Bytes the model will take on disk, and deflated, without writing it.
 
-    Models whose weights live in external data are not compressed in memory; their
-    compressed size is left out (None).
+    The deflated size is what weight pruning gains (zeros compress), so it is
+    measured only when weights were pruned (``compress``), and never for models
+    whose weights live in external data.
     """
     if irx.has_external_tensors(model) or irx.weight_bytes(model) > irx.PROTOBUF_LIMIT_BYTES:
         return irx.weight_bytes(model), None
@@ -133,7 +136,7 @@ def serialized_sizes(model: ir.Model, config: PruneConfig) -> tuple[int, int | N
     if config.sparse_storage:
         proto = to_sparse_initializers(proto)
     data = proto.SerializeToString()
-    return len(data), compressed_size(data)
+    return len(data), compressed_size(data) if compress else None
 
 
 def build_report(
@@ -198,9 +201,7 @@ def _passes(config: PruneConfig) -> list[PruningPass]:
         )
     if config.channel_ratio is not None:
         passes.append(_channel_pass(config, config.channel_ratio))
-    weights_requested = any(
-        value is not None for value in (config.weight_threshold, config.weight_sparsity, config.weight_pattern)
-    )
+    weights_requested = _prunes_weights(config)
     if weights_requested:
         passes.append(
             WeightPruningPass(
@@ -219,6 +220,10 @@ def _passes(config: PruneConfig) -> list[PruningPass]:
         # Weight pruning can zero whole filters; removing them is exact and makes the model faster.
         passes.append(_channel_pass(config, 0.0))
     return passes
+
+
+def _prunes_weights(config: PruneConfig) -> bool:
+    return any(value is not None for value in (config.weight_threshold, config.weight_sparsity, config.weight_pattern))
 
 
 def _channel_pass(config: PruneConfig, ratio: float) -> PruningPass:

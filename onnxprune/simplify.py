@@ -12,7 +12,6 @@ import contextlib
 import io
 
 import onnx_ir as ir
-import onnxsim
 
 from onnxprune import ir as irx
 
@@ -21,6 +20,9 @@ def simplify(model: ir.Model) -> tuple[ir.Model, str | None]:
     """Return the simplified model, or the model unchanged and a warning saying why."""
     if irx.weight_bytes(model) > irx.PROTOBUF_LIMIT_BYTES or irx.has_external_tensors(model):
         return model, "simplification skipped: weights are stored outside the protobuf (external data)"
+    # Imported here: onnxsim pulls in heavy optional dependencies that runs with --no-simplify never need.
+    import onnxsim
+
     proto = irx.to_proto(model)
     captured = io.StringIO()
     try:

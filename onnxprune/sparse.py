@@ -89,13 +89,14 @@ def from_sparse_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def compressed_size(path_or_bytes: str | os.PathLike | bytes) -> int:
-    """Bytes after deflate (zlib, level 9) of a file or of serialised bytes.
+    """Bytes after deflate (zlib at level 6, zip's default) of a file or of serialised bytes.
 
     This is what zipping the model for download would give; it shows the gain
     of zeroed weights even while they are stored dense.  For a path, only that
     file is measured (not external data files beside it).
     """
-    compressor = zlib.compressobj(9)
+    # Level 6 is within about 1% of level 9 on weights and several times faster.
+    compressor = zlib.compressobj(6)
     size = 0
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         size += len(compressor.compress(bytes(path_or_bytes)))
