@@ -122,6 +122,8 @@ def render_prune(console: Console, report: dict[str, Any]) -> None:
         ("deflated size", "compressed_bytes", _bytes),
         ("nodes", "nodes", lambda value: f"{value:,}"),
     ):
+        if original.get(key) is None and pruned.get(key) is None:
+            continue  # e.g. deflated size, measured only when weights were pruned
         table.add_row(label, formatter(original[key]), formatter(pruned[key]), _ratio(pruned[key], original[key]))
     if report["speedup"] is not None:
         before, after = original["latency_ms"], pruned["latency_ms"]
