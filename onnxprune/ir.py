@@ -9,6 +9,7 @@ place, it builds a new one and calls :func:`set_constant`.
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 from collections.abc import Iterator
@@ -224,6 +225,22 @@ def values_used_in_subgraphs(model: ir.Model) -> set[ir.Value]:
             if value is not None and value.graph is not node.graph:
                 captured.add(value)
     return captured
+
+
+def evict_pages(tensor: ir.TensorProtocol | None) -> None:
+    """Let the kernel drop the cached pages of a memory-mapped external weight.
+
+    A pass that reads every weight of a model over 2 GB would otherwise keep
+    the whole file resident (mapped pages count as the process's memory) on
+    top of the pruned copies it builds.  Dropping clean pages of a read-only
+    mapping is always safe: a later read fetches them from the file again.
+    """
+    if not isinstance(tensor, ir.ExternalTensor) or tensor.raw is None or not tensor.nbytes:
+        return
+    page = mmap.PAGESIZE
+    start = tensor.offset // page * page if tensor.offset else 0
+    end = min(len(tensor.raw), (tensor.offset or 0) + tensor.nbytes)
+    tensor.raw.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
 def weight_bytes(model: ir.Model) -> int:

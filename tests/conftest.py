@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from hypothesis import settings
 from onnx import helper, numpy_helper
+
+# CI must be reproducible: the same examples on every run (HYPOTHESIS_PROFILE=explore draws new ones).
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO / "models"

@@ -171,7 +171,10 @@ def assert_equivalent_by_construction(model: onnx.ModelProto, options: ChannelOp
         before, after = run_onnx(zeroed, feeds), run_onnx(pruned, feeds)
         assert [a.shape for a in before] == [a.shape for a in after]
         for expected, actual in zip(before, after):
-            np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL)
+            # Removing zero terms reorders float32 sums; the rounding that changes scales with the summands,
+            # which reach hundreds in these random nets, so atol follows the output's range (rtol stays 1e-4).
+            scale = max(1.0, float(np.abs(expected).max()))
+            np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL * scale)
     return channel_pass
 
 

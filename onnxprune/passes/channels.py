@@ -542,17 +542,38 @@ def _mapped_value(value: ir.Value, node_of: dict[ir.Node, ir.Node]) -> ir.Value:
     return node_of[producer].outputs[value.index()]
 
 
+def _weights_as_inputs(model: ir.Model) -> None:
+    """Turn large initializers of a throw-away copy into typed graph inputs.
+
+    The checker and shape inference need only their types and shapes, so the
+    trial check costs no copy of the weights and works for models over 2 GB
+    or with external data (the checker would look for the data file relative
+    to the working directory).  Small in-file initializers stay: shape
+    inference reads their values (Reshape targets, Split sizes).
+    """
+    for value in list(model.graph.initializers.values()):
+        tensor = value.const_value
+        if tensor is None or (tensor.nbytes <= _SMALL_CONSTANT_BYTES and not isinstance(tensor, ir.ExternalTensor)):
+            continue
+        value.shape = ir.Shape(tensor.shape)
+        value.dtype = tensor.dtype
+        value.const_value = None
+        del model.graph.initializers[value.name]
+        model.graph.inputs.append(value)
+
+
+_SMALL_CONSTANT_BYTES = 1024
+
+
 def _trial(plan: ChannelPlan, model: ir.Model) -> None:
     """Apply the plan to a copy and check it; raise :class:`ChannelPlanError` on any problem."""
     copy = model.clone()
     node_of = dict(zip(model.graph, copy.graph))
     _apply(plan, copy.graph, node_of)
+    _weights_as_inputs(copy)
     try:
         proto = irx.to_proto(copy)
-        if not irx.has_external_tensors(copy):
-            # The checker resolves external data paths against the working directory, so a model whose
-            # weights live beside it on disk is validated by strict shape inference alone.
-            onnx.checker.check_model(proto, full_check=True)
+        onnx.checker.check_model(proto, full_check=True)
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
     except Exception as error:  # the checker and inference raise several types
         raise ChannelPlanError(f"the pruned model would be invalid: {str(error).splitlines()[0][:300]}") from None

@@ -126,14 +126,23 @@ class _Candidate:
     consumers: list[ir.Node]
     axis: int | None = None
     keep: np.ndarray = field(init=False)
+    zeros_before: int = field(init=False)
+    source: ir.TensorProtocol | None = field(init=False)
     guarded: bool = False
 
     def __post_init__(self) -> None:
+        self.source = self.value.const_value
         self.keep = self.array != 0
+        self.zeros_before = int(self.keep.size - np.count_nonzero(self.keep))
+        self.evict()
 
     @property
     def name(self) -> str:
         return self.value.name or "<unnamed>"
+
+    def evict(self) -> None:
+        """Done reading for now: let a memory-mapped source weight leave memory (see :func:`irx.evict_pages`)."""
+        irx.evict_pages(self.source)
 
 
 class WeightPruningPass(PruningPass):
@@ -166,6 +175,7 @@ class WeightPruningPass(PruningPass):
             if np.any(candidate.keep != (candidate.array != 0)):
                 self.report.changes.append(_tensor_entry(candidate))
                 _write(model.graph, candidate)
+            candidate.evict()
         self._summarise(candidates)
         return ir.passes.PassResult(model, modified=bool(self.report.changes))
 
@@ -231,7 +241,7 @@ class WeightPruningPass(PruningPass):
 
     def _summarise(self, candidates: list[_Candidate]) -> None:
         params = sum(candidate.array.size for candidate in candidates)
-        zeros_before = sum(int(np.count_nonzero(candidate.array == 0)) for candidate in candidates)
+        zeros_before = sum(candidate.zeros_before for candidate in candidates)
         zeros_after = sum(int(candidate.keep.size - np.count_nonzero(candidate.keep)) for candidate in candidates)
         self.report.summary = {
             "tensors": len(candidates),
@@ -384,6 +394,7 @@ def _apply_threshold(candidates: list[_Candidate], threshold: float | None) -> N
     for candidate in candidates:
         # A float64 scalar makes the comparison exact without a float64 copy of the tensor.
         candidate.keep &= np.abs(candidate.array) > np.float64(threshold)
+        candidate.evict()
 
 
 def _apply_tensor_sparsity(candidates: list[_Candidate], sparsity: float) -> None:
@@ -392,6 +403,7 @@ def _apply_tensor_sparsity(candidates: list[_Candidate], sparsity: float) -> Non
         count = round(sparsity * candidate.array.size)
         pruned = _smallest(_magnitudes(candidate).ravel(), count)
         candidate.keep &= ~pruned.reshape(candidate.array.shape)
+        candidate.evict()
 
 
 def _apply_global_sparsity(candidates: list[_Candidate], sparsity: float, allow_empty: bool) -> None:
@@ -474,7 +486,7 @@ def _write(graph: ir.Graph, candidate: _Candidate) -> None:
 def _tensor_entry(candidate: _Candidate) -> dict[str, object]:
     """Per-tensor line of the report."""
     size = candidate.array.size
-    nonzero_before = int(np.count_nonzero(candidate.array))
+    nonzero_before = size - candidate.zeros_before
     nonzero_after = int(np.count_nonzero(candidate.keep))
     itemsize = candidate.array.dtype.itemsize
     return {
