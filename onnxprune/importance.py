@@ -27,12 +27,12 @@ ImportanceFn = Callable[[np.ndarray], np.ndarray]
 
 def l1_importance(filters: np.ndarray) -> np.ndarray:
     """Sum of absolute weights of each channel's filter."""
-    return np.abs(filters).sum(axis=1)
+    return np.abs(filters).sum(axis=1, dtype=np.float64)
 
 
 def l2_importance(filters: np.ndarray) -> np.ndarray:
     """Euclidean norm of each channel's filter."""
-    return np.sqrt(np.square(filters).sum(axis=1))
+    return np.sqrt(np.square(filters, dtype=np.float64).sum(axis=1))
 
 
 _REGISTRY: dict[str, ImportanceFn] = {"l1": l1_importance, "l2": l2_importance}

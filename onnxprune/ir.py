@@ -243,6 +243,12 @@ def evict_pages(tensor: ir.TensorProtocol | None) -> None:
     tensor.raw.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
+def evict_model_pages(model: ir.Model) -> None:
+    """:func:`evict_pages` for every initializer of the main graph."""
+    for value in model.graph.initializers.values():
+        evict_pages(value.const_value)
+
+
 def weight_bytes(model: ir.Model) -> int:
     """Total bytes of the main graph's initializers."""
     return sum(value.const_value.nbytes for value in model.graph.initializers.values() if value.const_value is not None)

@@ -104,8 +104,14 @@ class Source:
     atoms: np.ndarray
 
     def filters(self) -> np.ndarray:
-        """The weight as one row per output channel (for importance scores)."""
-        weight = np.asarray(irx.constant_array(self.node.inputs[self.weight_index]), dtype=np.float64)
+        """The weight as one row per output channel (for importance scores).
+
+        Kept in the weight's own precision (half widened to single): a float64
+        copy of every weight would double the memory a large model needs, and
+        criteria accumulate in float64 where it matters (see importance.py).
+        """
+        array = irx.constant_array(self.node.inputs[self.weight_index])
+        weight = np.asarray(array, dtype=np.result_type(array.dtype, np.float32))
         return np.moveaxis(weight, self.weight_axis, 0).reshape(weight.shape[self.weight_axis], -1)
 
 

@@ -610,6 +610,7 @@ class ChannelPruningPass(PruningPass):
         self.report = PassReport(self.name)
         plan = plan_channel_pruning(model, self.options)
         self.plan = plan
+        irx.evict_model_pages(model)
         before = model_cost(model) if plan.changes_anything else None
         if plan.changes_anything:
             _trial(plan, model)
