@@ -32,6 +32,21 @@ def run_onnx(model: onnx.ModelProto | str | Path, feeds: dict[str, np.ndarray]) 
     return session.run(None, feeds)
 
 
+def feeds_for(model: onnx.ModelProto, seed: int = 0, shapes: dict[str, list[int]] | None = None) -> dict[str, np.ndarray]:
+    """Seeded inputs for every graph input that is not an initializer (unknown dims as 1 unless ``shapes`` says)."""
+    rng = np.random.default_rng(seed)
+    initializers = {init.name for init in model.graph.initializer}
+    feeds = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        dims = (shapes or {}).get(value.name) or [dim.dim_value or 1 for dim in tensor_type.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        feeds[value.name] = np.asarray(rng.random(dims) < 0.5 if dtype == np.bool_ else rng.standard_normal(dims), dtype=dtype)
+    return feeds
+
+
 def make_model(
     nodes: list[onnx.NodeProto],
     initializers: dict[str, np.ndarray],

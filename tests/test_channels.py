@@ -17,7 +17,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import MODELS_DIR, SAMPLE_MODELS, run_onnx
+from tests.conftest import MODELS_DIR, SAMPLE_MODELS, feeds_for, run_onnx
 from onnxprune import ir as irx
 from onnxprune.errors import InputError
 from onnxprune.passes.channels import ChannelOptions, ChannelPruningPass, plan_channel_pruning
@@ -94,18 +94,6 @@ class Net:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
         onnx.checker.check_model(model, full_check=True)
         return model
-
-
-def feeds_for(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    initializers = {tensor.name for tensor in model.graph.initializer}
-    feeds = {}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        dims = [dim.dim_value or 1 for dim in value.type.tensor_type.shape.dim]
-        feeds[value.name] = rng.standard_normal(dims).astype(np.float32)
-    return feeds
 
 
 def prune(model: onnx.ModelProto, options: ChannelOptions) -> tuple[onnx.ModelProto, ChannelPruningPass]:

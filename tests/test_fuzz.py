@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import hostile_models as hm
-from tests.conftest import run_onnx
-from tests.test_robustness import CRASH_MARKER, feeds_for
+from tests.conftest import feeds_for, run_onnx
+from tests.test_robustness import CRASH_MARKER
 
 EXAMPLES = int(os.environ.get("ONNXPRUNE_FUZZ_EXAMPLES", "25"))
 PRUNE_OPTIONS = ["--weight-sparsity", "0.5", "--bypass-auto", "1", "--no-bench", "--samples", "1", "--channel-ratio", "0.5"]

@@ -27,7 +27,7 @@ from onnx import numpy_helper
 from onnxprune import ir as irx
 from onnxprune.cli import main
 from tests import hostile_models as hm
-from tests.conftest import REPO, SAMPLE_MODELS, run_onnx
+from tests.conftest import REPO, SAMPLE_MODELS, feeds_for, run_onnx
 
 # Until the channel pass exists, prune with the two other families and without the dead-channel sweep (which needs it).
 ALL_FAMILIES = ["--weight-sparsity", "0.5", "--bypass-auto", "1", "--no-bench", "--channel-ratio", "0.5"]
@@ -57,21 +57,6 @@ def assert_refused(code: int, err: str, output: Path | None = None) -> None:
     if output is not None:
         assert not output.exists()
         assert not list(output.parent.glob(f".{output.name}.*")), "temporary file left behind"
-
-
-def feeds_for(model: onnx.ModelProto, seed: int = 0, shapes: dict[str, list[int]] | None = None) -> dict[str, np.ndarray]:
-    """Seeded inputs for every graph input that is not an initializer."""
-    rng = np.random.default_rng(seed)
-    initializers = {init.name for init in model.graph.initializer}
-    feeds = {}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        tensor_type = value.type.tensor_type
-        dims = (shapes or {}).get(value.name) or [dim.dim_value or 1 for dim in tensor_type.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        feeds[value.name] = np.asarray(rng.random(dims) < 0.5 if dtype == np.bool_ else rng.standard_normal(dims), dtype=dtype)
-    return feeds
 
 
 def interface(model: onnx.ModelProto) -> list[tuple[str, str, int, list]]:

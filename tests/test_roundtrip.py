@@ -12,17 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxprune
 from onnxprune import ir as irx
 from onnxprune.errors import InputError
-from tests.conftest import run_onnx
-
-
-def _feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for value in model.graph.input:
-        dims = [d.dim_value if d.dim_value > 0 else 2 for d in value.type.tensor_type.shape.dim]
-        dtype = helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-        feeds[value.name] = rng.standard_normal(dims).astype(dtype) if dtype != np.bool_ else np.array(rng.random(dims) < 0.5)
-    return feeds
+from tests.conftest import feeds_for, run_onnx
 
 
 def _assert_round_trip(source: Path, tmp_path: Path) -> None:
@@ -36,7 +26,7 @@ def _assert_round_trip(source: Path, tmp_path: Path) -> None:
     assert [v.name for v in copy.graph.input] == [v.name for v in original.graph.input]
     assert [v.name for v in copy.graph.output] == [v.name for v in original.graph.output]
     assert sorted(n.name for n in copy.graph.node) == sorted(n.name for n in original.graph.node)
-    feeds = _feeds(original)
+    feeds = feeds_for(original)
     for expected, actual in zip(run_onnx(source, feeds), run_onnx(target, feeds)):
         np.testing.assert_array_equal(actual, expected)
 
