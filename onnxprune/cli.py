@@ -22,7 +22,7 @@ from onnxprune import ir as irx
 from onnxprune.analysis.cost import model_cost
 from onnxprune.bench import benchmark
 from onnxprune.config import OPTIONS, PruneConfig, load_config_file, parse_input_shapes
-from onnxprune.errors import InputError, OnnxPruneError
+from onnxprune.errors import InputError, OnnxPruneError, first_line
 from onnxprune.pipeline import prune
 from onnxprune.report import inspect_data, print_json, render_bench, render_inspect, render_prune, render_validation, write_json
 from onnxprune.validate import DEFAULT_ATOL, DEFAULT_RTOL, InputSource, validate
@@ -55,8 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a model the passes cannot handle must not end in a traceback
         if arguments.verbose:
             traceback.print_exc()
-        text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-        print(f"onnxprune: error: cannot process this model: {type(error).__name__}: {text} (rerun with --verbose for details)", file=sys.stderr)
+        print(
+            f"onnxprune: error: cannot process this model: {type(error).__name__}: {first_line(error)} (rerun with --verbose for details)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
 
 
@@ -133,7 +135,8 @@ def _validate(arguments: argparse.Namespace, console: Console) -> int:
     if arguments.samples < 1:
         raise InputError("--samples must be at least 1")
     reference = irx.load(arguments.reference)
-    candidate = _load_candidate(arguments.candidate)
+    # A candidate failing the checker is a failed validation (exit 1), reported by validate(), not bad input.
+    candidate = irx.load(arguments.candidate, check=False)
     source = InputSource(arguments.inputs, arguments.samples, arguments.seed, parse_input_shapes(tuple(arguments.input_shape)))
     result = validate(reference, candidate, source, rtol=arguments.rtol, atol=arguments.atol)
     if arguments.json:
@@ -141,18 +144,6 @@ def _validate(arguments: argparse.Namespace, console: Console) -> int:
     else:
         render_validation(console, result)
     return EXIT_OK if result.passed else EXIT_FAILED
-
-
-def _load_candidate(path: str) -> Any:
-    """Load a candidate that may fail the checker: that is a validation failure (exit 1), not bad input."""
-    try:
-        return irx.load(path)
-    except InputError as error:
-        if "fails onnx.checker" not in str(error):
-            raise
-    import onnx
-
-    return irx.from_proto(onnx.load(path, load_external_data=False))
 
 
 def _bench(arguments: argparse.Namespace, console: Console) -> int:

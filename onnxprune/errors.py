@@ -25,3 +25,13 @@ class QualityGateError(OnnxPruneError):
     """The pruned model failed validation or a quality gate."""
 
     exit_code = 1
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an error's message (or its type name), for one-line user messages.
+
+    onnx, onnxruntime and onnxsim raise multi-line messages; a user error must
+    stay on one line.
+    """
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__

@@ -21,17 +21,20 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, first_line
+from onnxprune.sparse import from_sparse_initializers
 
 # Protobuf cannot serialise a message over 2 GiB; leave room for the graph itself.
 PROTOBUF_LIMIT_BYTES = 2**31 - 2**26
 
 
-def load(path: str | os.PathLike) -> ir.Model:
+def load(path: str | os.PathLike, check: bool = True) -> ir.Model:
     """Read an ONNX model into the IR, external weights memory-mapped.
 
     Every way a file can fail to be a model ends in :class:`InputError` with a
     one-line reason, so callers never see a protobuf or checker traceback.
+    ``check=False`` skips ``onnx.checker``, for a candidate whose checker
+    failure is itself the verdict (``validate``), not bad input.
     """
     path = Path(path)
     if not path.exists():
@@ -43,27 +46,30 @@ def load(path: str | os.PathLike) -> ir.Model:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as error:
-        raise InputError(f"{path}: not a readable ONNX model ({_first_line(error)})") from None
+        raise InputError(f"{path}: not a readable ONNX model ({first_line(error)})") from None
     if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.opset_import:
         raise InputError(f"{path}: not an ONNX model (no graph, IR version or opset import)")
     if proto.graph.sparse_initializer:
         # The graph IR holds dense tensors only; densifying is exact and the checker's shape inference needs it.
-        from onnxprune.sparse import from_sparse_initializers
-
         proto = from_sparse_initializers(proto)
-    try:
-        # The full check runs strict shape inference, which catches weights whose shapes contradict their ops.
-        # External weights are resolved by the checker from the file; everything else is checked as read.
-        external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
-        onnx.checker.check_model(str(path) if external else proto, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError, RuntimeError, OSError) as error:
-        raise InputError(f"{path}: fails onnx.checker ({_first_line(error)})") from None
+    if check:
+        _check(path, proto)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as error:  # onnx-ir raises several types for malformed graphs
-        raise InputError(f"{path}: cannot be read into the graph IR ({_first_line(error)})") from None
+        raise InputError(f"{path}: cannot be read into the graph IR ({first_line(error)})") from None
     ir.external_data.set_base_dir(model.graph, str(path.parent))
     return model
+
+
+def _check(path: Path, proto: onnx.ModelProto) -> None:
+    """Full check, including strict shape inference (it catches weights whose shapes contradict their ops)."""
+    # External weights are resolved by the checker from the file; everything else is checked as read.
+    external = any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in proto.graph.initializer)
+    try:
+        onnx.checker.check_model(str(path) if external else proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError, RuntimeError, OSError) as error:
+        raise InputError(f"{path}: fails onnx.checker ({first_line(error)})") from None
 
 
 def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = None) -> None:
@@ -78,7 +84,7 @@ def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = 
     if path.resolve() in external_files(model):
         raise InputError(f"{path}: the model's weights are read from this file; choose another output name")
     if external_data is None:
-        external_data = has_external_tensors(model) or weight_bytes(model) > PROTOBUF_LIMIT_BYTES
+        external_data = needs_external_data(model)
     data_name = f"{path.name}.data" if external_data else None
     if data_name is not None:
         data_path = (path.parent / data_name).resolve()
@@ -249,6 +255,20 @@ def evict_model_pages(model: ir.Model) -> None:
         evict_pages(value.const_value)
 
 
+def needs_external_data(model: ir.Model) -> bool:
+    """Whether the model cannot travel as one in-memory protobuf (over 2 GB, or weights already on disk)."""
+    return has_external_tensors(model) or weight_bytes(model) > PROTOBUF_LIMIT_BYTES
+
+
+@contextmanager
+def temporary_file(model: ir.Model) -> Iterator[str]:
+    """The model saved with external data in a temporary folder, for tools that need a path (checker, onnxruntime)."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "model.onnx")
+        ir.save(model, path, external_data="model.onnx.data")
+        yield path
+
+
 def weight_bytes(model: ir.Model) -> int:
     """Total bytes of the main graph's initializers."""
     return sum(value.const_value.nbytes for value in model.graph.initializers.values() if value.const_value is not None)
@@ -286,8 +306,3 @@ def model_files(path: str | os.PathLike) -> set[Path]:
             if location:
                 files.add((path.parent / location).resolve())
     return files
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]

@@ -130,7 +130,7 @@ def serialized_sizes(model: ir.Model, config: PruneConfig, compress: bool) -> tu
     measured only when weights were pruned (``compress``), and never for models
     whose weights live in external data.
     """
-    if irx.has_external_tensors(model) or irx.weight_bytes(model) > irx.PROTOBUF_LIMIT_BYTES:
+    if irx.needs_external_data(model):
         return irx.weight_bytes(model), None
     proto = irx.to_proto(model)
     if config.sparse_storage:

@@ -8,7 +8,6 @@ that is what a deployment gets.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxprune import ir as irx
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, first_line
 
 
 @dataclass(frozen=True)
@@ -40,18 +39,15 @@ def make_session(model: ir.Model, *, optimize: bool, threads: int = 1) -> ort.In
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     try:
-        if irx.has_external_tensors(model) or irx.weight_bytes(model) > irx.PROTOBUF_LIMIT_BYTES:
-            with tempfile.TemporaryDirectory() as directory:
-                path = os.path.join(directory, "model.onnx")
-                ir.save(model, path, external_data="model.onnx.data")
+        if irx.needs_external_data(model):
+            with irx.temporary_file(model) as path:
                 return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         return ort.InferenceSession(
             irx.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
     except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError, ValueError) as error:
         # onnxruntime reports graph errors as its own exception types with long messages.
-        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-        raise InputError(f"onnxruntime cannot load the model: {first}") from None
+        raise InputError(f"onnxruntime cannot load the model: {first_line(error)}") from None
 
 
 def run(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -60,8 +56,7 @@ def run(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> dict[
     try:
         results = session.run(names, dict(feeds))
     except Exception as error:  # onnxruntime raises its own Fail/InvalidArgument types
-        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-        raise InputError(f"onnxruntime failed to run the model: {first}") from None
+        raise InputError(f"onnxruntime failed to run the model: {first_line(error)}") from None
     return dict(zip(names, results))
 
 
@@ -130,7 +125,7 @@ def load_npz_inputs(path: str | os.PathLike, specs: list[InputSpec]) -> dict[str
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise InputError(f"{path}: not a readable .npz file ({str(error).splitlines()[0][:200]})") from None
+        raise InputError(f"{path}: not a readable .npz file ({first_line(error, 200)})") from None
     with archive:
         feeds = {}
         for spec in specs:

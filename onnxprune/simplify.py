@@ -14,11 +14,12 @@ import io
 import onnx_ir as ir
 
 from onnxprune import ir as irx
+from onnxprune.errors import first_line
 
 
 def simplify(model: ir.Model) -> tuple[ir.Model, str | None]:
     """Return the simplified model, or the model unchanged and a warning saying why."""
-    if irx.weight_bytes(model) > irx.PROTOBUF_LIMIT_BYTES or irx.has_external_tensors(model):
+    if irx.needs_external_data(model):
         return model, "simplification skipped: weights are stored outside the protobuf (external data)"
     # Imported here: onnxsim pulls in heavy optional dependencies that runs with --no-simplify never need.
     import onnxsim
@@ -30,8 +31,7 @@ def simplify(model: ir.Model) -> tuple[ir.Model, str | None]:
         with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
             simplified, ok = onnxsim.simplify(proto, check_n=0)
     except Exception as error:  # onnxsim raises many types (C++ errors surface as RuntimeError and others)
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        return model, f"onnxsim could not simplify the model ({reason}); continuing unsimplified"
+        return model, f"onnxsim could not simplify the model ({first_line(error, 200)}); continuing unsimplified"
     if not ok:
         return model, "onnxsim's own check failed; continuing unsimplified"
     result = irx.from_proto(simplified)

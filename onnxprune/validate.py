@@ -10,8 +10,6 @@ bit equality.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,7 +20,7 @@ import onnx_ir as ir
 
 from onnxprune import ir as irx
 from onnxprune import runtime
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, first_line
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
@@ -79,16 +77,13 @@ class InputSource:
 def check_model(model: ir.Model) -> str | None:
     """Run ``onnx.checker`` with the full check (strict shape inference); None when it passes."""
     try:
-        if irx.weight_bytes(model) > irx.PROTOBUF_LIMIT_BYTES or irx.has_external_tensors(model):
-            with tempfile.TemporaryDirectory() as directory:
-                path = os.path.join(directory, "model.onnx")
-                ir.save(model, path, external_data="model.onnx.data")
+        if irx.needs_external_data(model):
+            with irx.temporary_file(model) as path:
                 onnx.checker.check_model(path, full_check=True)
         else:
             onnx.checker.check_model(irx.to_proto(model), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError, RuntimeError) as error:
-        text = str(error).strip().splitlines()
-        return text[0][:300] if text else type(error).__name__
+        return first_line(error)
     return None
 
 

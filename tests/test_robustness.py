@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ from onnx import numpy_helper
 from onnxprune import ir as irx
 from onnxprune.cli import main
 from tests import hostile_models as hm
-from tests.conftest import REPO, SAMPLE_MODELS, feeds_for, run_onnx
+from tests.conftest import REPO, feeds_for, run_onnx
 
 # Until the channel pass exists, prune with the two other families and without the dead-channel sweep (which needs it).
 ALL_FAMILIES = ["--weight-sparsity", "0.5", "--bypass-auto", "1", "--no-bench", "--channel-ratio", "0.5"]

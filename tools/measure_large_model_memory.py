@@ -23,10 +23,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.hostile_models import write_large_model  # noqa: E402
-
 TENSORS = 4
 
 

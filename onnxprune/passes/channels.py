@@ -45,7 +45,8 @@ import onnx_ir.passes.common as common_passes
 from onnxprune import importance as importance_lib
 from onnxprune import ir as irx
 from onnxprune.analysis.groups import ChannelGraph, Sink, discover_channel_groups
-from onnxprune.errors import InputError
+from onnxprune.analysis.cost import model_cost
+from onnxprune.errors import InputError, first_line
 from onnxprune.passes.base import PassReport, PruningPass
 
 _WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -576,7 +577,7 @@ def _trial(plan: ChannelPlan, model: ir.Model) -> None:
         onnx.checker.check_model(proto, full_check=True)
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
     except Exception as error:  # the checker and inference raise several types
-        raise ChannelPlanError(f"the pruned model would be invalid: {str(error).splitlines()[0][:300]}") from None
+        raise ChannelPlanError(f"the pruned model would be invalid: {first_line(error)}") from None
     shapes = {info.name: info.type.tensor_type.shape for info in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]}
     for value, axis, expected in plan.cleared:
         shape = shapes.get(value.name)
@@ -605,8 +606,6 @@ class ChannelPruningPass(PruningPass):
         self.plan: ChannelPlan | None = None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        from onnxprune.analysis.cost import model_cost
-
         self.report = PassReport(self.name)
         plan = plan_channel_pruning(model, self.options)
         self.plan = plan
