@@ -95,10 +95,9 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
     failures = [f"gate {gate.describe()}" for gate in gates if not gate.passed]
     if validation is not None:
         failures.extend(_validation_failures(validation, lossy))
-    report = build_report(original_cost, pruned_cost, timings, validation, gates, steps, config, lossy)
-    report["original"]["compressed_bytes"] = original_compressed
-    report["pruned"]["compressed_bytes"] = pruned_compressed
-    report["failures"] = failures
+    report = build_report(
+        (original_cost, pruned_cost), (original_compressed, pruned_compressed), timings, validation, gates, steps, config, lossy, failures
+    )
     return PruneResult(candidate, report, config, passed=not failures, failures=failures)
 
 
@@ -140,30 +139,33 @@ def serialized_sizes(model: ir.Model, config: PruneConfig, compress: bool) -> tu
 
 
 def build_report(
-    original: Cost,
-    pruned: Cost,
+    costs: tuple[Cost, Cost],
+    compressed: tuple[int | None, int | None],
     timings: list[Timing] | None,
     validation: Validation | None,
     gates: list[Gate],
     steps: list[dict[str, Any]],
     config: PruneConfig,
     lossy: bool,
+    failures: list[str],
 ) -> dict[str, Any]:
-    """The JSON report: costs before/after, timing, drift, gates, what each pass did."""
+    """The JSON report: costs before/after (original first), timing, drift, gates, what each pass did."""
+    original, pruned = costs
 
-    def side(cost: Cost, timing: Timing | None) -> dict[str, Any]:
+    def side(cost: Cost, compressed_bytes: int | None, timing: Timing | None) -> dict[str, Any]:
         return {
             "params": cost.params,
             "macs": cost.macs,
             "file_bytes": cost.file_bytes,
+            "compressed_bytes": compressed_bytes,
             "nodes": cost.nodes,
             "op_histogram": cost.op_histogram,
             "latency_ms": {"median": timing.median_ms, "p10": timing.p10_ms, "p90": timing.p90_ms} if timing else None,
         }
 
     return {
-        "original": side(original, timings[0] if timings else None),
-        "pruned": side(pruned, timings[1] if timings else None),
+        "original": side(original, compressed[0], timings[0] if timings else None),
+        "pruned": side(pruned, compressed[1], timings[1] if timings else None),
         "speedup": timings[1].speedup if timings else None,
         "macs_ratio": pruned.macs / original.macs if original.macs else 1.0,
         "lossy": lossy,
@@ -178,6 +180,7 @@ def build_report(
             "python": sys.version.split()[0],
         },
         "config": config.to_dict(),
+        "failures": failures,
     }
 
 
