@@ -21,7 +21,7 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 from onnxprune.errors import InputError
-from onnxprune.passes.channels import DEFAULT_ROUND_TO
+from onnxprune.options import DEFAULT_ROUND_TO
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ place, it builds a new one and calls :func:`set_constant`.
 
 from __future__ import annotations
 
+import fnmatch
 import mmap
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -177,6 +178,59 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
     if tensor is None:
         return None
     return tensor.numpy()
+
+
+def is_constant(value: ir.Value | None, allow_graph_input: bool = False) -> bool:
+    """An initializer or a ``Constant`` node's output; no tensor is read.
+
+    An initializer that is also a graph input (old IR versions) can be fed at
+    run time, so it counts only with ``allow_graph_input`` (for callers that
+    give that case a reason of its own).
+    """
+    if value is None or (value.is_graph_input() and not allow_graph_input):
+        return False
+    if value.const_value is not None:
+        return True
+    producer = value.producer()
+    return producer is not None and producer.op_type == "Constant" and producer.domain in ("", "ai.onnx")
+
+
+def node_label(node: ir.Node) -> str:
+    """How reports name a node: ``Conv 'conv1'``, or its op and output names when it has no name."""
+    if node.name:
+        return f"{node.op_type} '{node.name}'"
+    outputs = ", ".join(value.name or "?" for value in node.outputs)
+    return f"{node.op_type}({outputs})" if outputs else node.op_type
+
+
+def matching_pattern(name: str | None, patterns: Iterable[str]) -> str | None:
+    """The first glob (case-sensitive) that ``name`` matches, or None."""
+    if not name:
+        return None
+    return next((pattern for pattern in patterns if fnmatch.fnmatchcase(name, pattern)), None)
+
+
+def replace_output(graph: ir.Graph, output: ir.Value, replacement: ir.Value) -> None:
+    """Route every reader of ``output`` to ``replacement``; a graph output keeps its name, type and shape.
+
+    The caller removes ``output``'s producer afterwards.  ``replacement`` must
+    not be a graph input or initializer when ``output`` is a graph output (its
+    name would have to change).
+    """
+    if output.is_graph_output():
+        name = output.name
+        replacement.shape = output.shape
+        if replacement.type is None:
+            replacement.type = output.type
+        output.replace_all_uses_with(replacement, replace_graph_outputs=True)
+        output.name = None
+        replacement.name = name
+        return
+    if replacement.type is None:
+        replacement.type = output.type
+    if replacement.shape is None:
+        replacement.shape = output.shape
+    output.replace_all_uses_with(replacement)
 
 
 def set_constant(value: ir.Value, array: np.ndarray) -> None:

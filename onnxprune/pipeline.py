@@ -26,11 +26,12 @@ from onnxprune.analysis.cost import Cost, model_cost
 from onnxprune.bench import Timing, benchmark
 from onnxprune.config import PruneConfig
 from onnxprune.gates import Gate, check_gate_inputs, evaluate_gates
+from onnxprune.options import ChannelOptions, LayerOptions, WeightOptions
 from onnxprune.passes.base import PruningPass
-from onnxprune.passes.channels import ChannelOptions, ChannelPlanError, ChannelPruningPass
+from onnxprune.passes.channels import ChannelPlanError, ChannelPruningPass
 from onnxprune.passes.cleanup import CleanupPass
-from onnxprune.passes.layers import LayerBypassPass, LayerOptions
-from onnxprune.passes.weights import WeightOptions, WeightPruningPass
+from onnxprune.passes.layers import LayerBypassPass
+from onnxprune.passes.weights import WeightPruningPass
 from onnxprune.progress import progress
 from onnxprune.simplify import simplify
 from onnxprune.sparse import compressed_size, to_sparse_initializers

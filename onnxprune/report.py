@@ -22,6 +22,7 @@ from onnxprune.bench import Timing
 from onnxprune.ir import atomic_output
 from onnxprune.validate import Validation
 
+
 def write_json(data: dict[str, Any], path: str | os.PathLike) -> None:
     """Write a report file atomically."""
     with atomic_output(Path(path)) as temporary:

@@ -7,7 +7,8 @@ import onnx
 
 from onnxprune import ir as irx
 from onnxprune.analysis.groups import ChannelGraph, discover_channel_groups
-from onnxprune.passes.channels import ChannelOptions, plan_channel_pruning
+from onnxprune.options import ChannelOptions
+from onnxprune.passes.channels import plan_channel_pruning
 from tests.test_channels import HALF, Net, assert_equivalent_by_construction, residual
 
 

@@ -17,10 +17,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import MODELS_DIR, SAMPLE_MODELS, feeds_for, run_onnx
 from onnxprune import ir as irx
 from onnxprune.errors import InputError
-from onnxprune.passes.channels import ChannelOptions, ChannelPruningPass, plan_channel_pruning
+from onnxprune.options import ChannelOptions
+from onnxprune.passes.channels import ChannelPruningPass, plan_channel_pruning
+from tests.conftest import MODELS_DIR, SAMPLE_MODELS, feeds_for, run_onnx
 
 RTOL, ATOL = 1e-4, 1e-5
 

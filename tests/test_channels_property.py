@@ -13,7 +13,7 @@ import onnx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onnxprune.passes.channels import ChannelOptions
+from onnxprune.options import ChannelOptions
 from tests.test_channels import Net, assert_equivalent_by_construction
 
 BLOCKS = ("conv", "bn", "residual", "concat", "depthwise", "pool")

@@ -14,8 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxprune import ir as irx
 from onnxprune import runtime
 from onnxprune.analysis.cost import model_cost
+from onnxprune.options import WeightOptions
 from onnxprune.passes.cleanup import CleanupPass
-from onnxprune.passes.weights import WeightOptions, WeightPruningPass
+from onnxprune.passes.weights import WeightPruningPass
 from tests.conftest import make_model as _make_model
 from tests.conftest import run_onnx
 

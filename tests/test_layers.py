@@ -17,7 +17,8 @@ from onnxprune import ir as irx
 from onnxprune import runtime
 from onnxprune.analysis.layer_candidates import find_bypass_candidates
 from onnxprune.errors import InputError
-from onnxprune.passes.layers import RANDOM_DRIFT_WARNING, RANDOM_INPUTS_WARNING, LayerBypassPass, LayerOptions
+from onnxprune.options import LayerOptions
+from onnxprune.passes.layers import RANDOM_DRIFT_WARNING, RANDOM_INPUTS_WARNING, LayerBypassPass
 from tests.conftest import MODELS_DIR, SAMPLE_MODELS, run_onnx
 
 RTOL, ATOL = 1e-4, 1e-5

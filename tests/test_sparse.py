@@ -12,7 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxprune import ir as irx
 from onnxprune import runtime
 from onnxprune.errors import InputError
-from onnxprune.passes.weights import WeightOptions, WeightPruningPass
+from onnxprune.options import WeightOptions
+from onnxprune.passes.weights import WeightPruningPass
 from onnxprune.sparse import compressed_size, from_sparse_initializers, to_sparse_initializers
 from tests.conftest import run_onnx
 

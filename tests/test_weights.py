@@ -14,8 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxprune import ir as irx
 from onnxprune import runtime
 from onnxprune.errors import InputError
+from onnxprune.options import WeightOptions
 from onnxprune.passes.cleanup import CleanupPass
-from onnxprune.passes.weights import DENSE_RUNTIME_NOTE, WeightOptions, WeightPruningPass
+from onnxprune.passes.weights import DENSE_RUNTIME_NOTE, WeightPruningPass
 from tests.conftest import make_model as _make_model
 from tests.conftest import run_onnx
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from onnxprune import ir as irx
 from onnxprune.analysis.cost import model_cost
 from onnxprune.bench import benchmark
-from onnxprune.passes.channels import ChannelOptions, ChannelPruningPass
+from onnxprune.options import ChannelOptions
+from onnxprune.passes.channels import ChannelPruningPass
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -55,7 +55,7 @@ sys.path.insert(0, str(REPOSITORY))
 import onnxprune  # noqa: E402
 from onnxprune import ir as irx  # noqa: E402
 from onnxprune import runtime  # noqa: E402
-from onnxprune.validate import InputSource, comparison_batches, compare_arrays  # noqa: E402
+from onnxprune.validate import InputSource, compare_arrays, comparison_batches  # noqa: E402
 
 CHANNEL_RATIOS = (0.25, 0.5, 0.75)
 WEIGHT_SPARSITIES = (0.5, 0.9)

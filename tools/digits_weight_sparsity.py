@@ -23,8 +23,9 @@ sys.path.insert(0, str(REPO))
 from onnxprune import ir as irx  # noqa: E402
 from onnxprune import runtime  # noqa: E402
 from onnxprune.analysis.cost import model_cost  # noqa: E402
+from onnxprune.options import WeightOptions  # noqa: E402
 from onnxprune.passes.cleanup import CleanupPass  # noqa: E402
-from onnxprune.passes.weights import WeightOptions, WeightPruningPass  # noqa: E402
+from onnxprune.passes.weights import WeightPruningPass  # noqa: E402
 from onnxprune.sparse import compressed_size, to_sparse_initializers  # noqa: E402
 
 SETTINGS: list[tuple[str, WeightOptions | None]] = [

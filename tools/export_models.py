@@ -24,11 +24,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from sample_nets import ConvNet2, DenseNetMini, DigitsCNN, MobileNetV2Mini, ResNetMini, VGGMini
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
-
-from sample_nets import ConvNet2, DenseNetMini, DigitsCNN, MobileNetV2Mini, ResNetMini, VGGMini
 
 SEED = 0
 OPSET = 18

@@ -51,6 +51,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from onnxprune import ir as irx
+from onnxprune.analysis.weight_ops import WEIGHT_OPS, WeightOp
 
 Dim = int | str | None
 ShapeTuple = tuple[Dim, ...]
@@ -156,8 +157,8 @@ class Sink:
 
     ``consts`` is the known constant value of each position (NaN: unknown).
     A removed position with a known constant is folded into the sink's bias
-    when ``fold`` says that is exact: ``"conv"`` (no zero padding can meet the
-    constant), ``"gemm"``; ``"zero"`` sinks accept only constants equal to 0.
+    where the weight-op table says that is exact (``op.can_fold``); elsewhere
+    only constants equal to 0 can be removed exactly.
     """
 
     node: ir.Node
@@ -165,7 +166,7 @@ class Sink:
     weight_axis: int
     atoms: np.ndarray
     consts: np.ndarray
-    fold: str
+    op: WeightOp
 
 
 @dataclass(frozen=True)
@@ -1149,7 +1150,7 @@ class _Walker:
         no_padding = not any(node.attributes.get_ints("pads", [0])) and node.attributes.get_string("auto_pad", "NOTSET") in ("NOTSET", "VALID")
         if group == 1:
             self._touch(node, tracked.atoms)
-            self.sinks.append(Sink(node, 1, 1, tracked.atoms, tracked.consts, "conv" if no_padding else "zero"))
+            self.sinks.append(Sink(node, 1, 1, tracked.atoms, tracked.consts, WEIGHT_OPS["Conv"]))
             return
         if group == tracked.size and weight.shape[1] == 1:
             self._depthwise(node, tracked, np.asarray(weight), no_padding)
@@ -1190,7 +1191,7 @@ class _Walker:
             self._lock(tracked.atoms, f"'{_name(node)}' (ConvTranspose) has a non-constant or grouped weight")
             return
         self._touch(node, tracked.atoms)
-        self.sinks.append(Sink(node, 1, 0, tracked.atoms, tracked.consts, "zero"))
+        self.sinks.append(Sink(node, 1, 0, tracked.atoms, tracked.consts, WEIGHT_OPS["ConvTranspose"]))
 
     def _gemm(self, node: ir.Node) -> None:
         tracked = self._first_tracked_only(node)
@@ -1205,7 +1206,7 @@ class _Walker:
             self._lock(tracked.atoms, f"'{_name(node)}' (Gemm) weight does not match its input features")
             return
         self._touch(node, tracked.atoms)
-        self.sinks.append(Sink(node, 1, axis, tracked.atoms, tracked.consts, "gemm"))
+        self.sinks.append(Sink(node, 1, axis, tracked.atoms, tracked.consts, WEIGHT_OPS["Gemm"]))
 
     def _matmul(self, node: ir.Node) -> None:
         tracked = self._first_tracked_only(node)
@@ -1216,7 +1217,7 @@ class _Walker:
             self._lock(tracked.atoms, f"'{_name(node)}' (MatMul) does not multiply the channels by a constant matrix")
             return
         self._touch(node, tracked.atoms)
-        self.sinks.append(Sink(node, 1, 0, tracked.atoms, tracked.consts, "zero"))
+        self.sinks.append(Sink(node, 1, 0, tracked.atoms, tracked.consts, WEIGHT_OPS["MatMul"]))
 
     def _maybe_source(self, node: ir.Node, pattern: str | None) -> None:
         op = node.op_type

@@ -1,4 +1,4 @@
-"""What every pruning pass shares: its report of what it did and what it declined.
+"""What every pruning pass shares: the result it returns, with its report of what it did and declined.
 
 The product promise is that nothing is skipped silently, so a pass records a
 :class:`Skip` with a human reason for every candidate it leaves alone, and the
@@ -39,11 +39,33 @@ class PassReport:
         return asdict(self)
 
 
+@dataclass
+class PruningResult(ir.passes.PassResult):
+    """What a pruning pass returns: onnx-ir's result, the pass's report, and whether it was exact.
+
+    ``exact`` is the pass's own declaration that the model still computes the
+    same function (cleanup, dead-channel removal, or a lossy pass that changed
+    nothing); the pipeline holds exact runs to the equivalence tolerance and
+    leaves the drift of lossy ones to the quality gates.
+    """
+
+    report: PassReport
+    exact: bool
+
+
 class PruningPass(ir.passes.InPlacePass):
-    """An in-place onnx-ir pass that keeps a :class:`PassReport` of its last run."""
+    """An in-place onnx-ir pass whose result carries its :class:`PassReport`."""
 
     name = "pass"
 
     def __init__(self) -> None:
         super().__init__()
         self.report = PassReport(self.name)
+
+    def __call__(self, model_or_result: ir.Model | ir.passes.PassResult, /) -> PruningResult:
+        result = super().__call__(model_or_result)
+        assert isinstance(result, PruningResult), f"{type(self).__name__}.call must return a PruningResult"
+        return result
+
+    def call(self, model: ir.Model) -> PruningResult:
+        raise NotImplementedError

@@ -44,60 +44,15 @@ import onnx_ir.passes.common as common_passes
 
 from onnxprune import importance as importance_lib
 from onnxprune import ir as irx
-from onnxprune.analysis.groups import ChannelGraph, Sink, discover_channel_groups
 from onnxprune.analysis.cost import model_cost
-from onnxprune.errors import InputError, first_line
-from onnxprune.passes.base import PassReport, PruningPass
+from onnxprune.analysis.groups import ChannelGraph, Sink, discover_channel_groups
+from onnxprune.errors import first_line
+from onnxprune.options import ChannelOptions
+from onnxprune.passes.base import PassReport, PruningPass, PruningResult
 
 _WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-DEFAULT_ROUND_TO = 16
-"""Channel counts stay multiples of 16, measured best with ``tools/bench_round_to.py``.
-
-onnxruntime's CPU convolutions run in a blocked (NCHWc) layout whose block is
-8 channels with AVX2 and 16 with AVX-512; a tensor whose channel count is not
-a multiple of the block is padded to it (wasted work) and needs reorder
-copies.  On an AVX-512 Xeon, ratio 0.5, one thread: ResNet-mini MACs fell
-3.76x with ``round_to=8`` but latency only 2.16x (8-channel layers computed as
-16); with ``round_to=16`` MACs fell 2.00x and latency 1.70x.  VGG-mini: 3.85x
-MACs / 2.05x latency against 2.14x / 1.69x.  16 makes the speedup track the
-MAC reduction (>= 0.8x of it) and is a multiple of both block sizes; pass 8 or
-1 to trade that for more removed channels.
-"""
-
-
 class ChannelPlanError(RuntimeError):
     """The computed plan failed validation; the model was left unchanged."""
-
-
-@dataclass(frozen=True)
-class ChannelOptions:
-    """What the channel pass removes; see the module docstring for the meaning of each field."""
-
-    ratio: float = 0.0
-    global_ranking: bool = False
-    min_channels: int = 1
-    round_to: int = DEFAULT_ROUND_TO
-    exclude: tuple[str, ...] = ()
-    importance: str = "l1"
-    remove_dead: bool = True
-
-    def __post_init__(self) -> None:
-        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0.0 <= self.ratio < 1.0:
-            raise InputError(f"channel option 'ratio' must be a number in [0, 1), got {self.ratio!r}")
-        for name in ("min_channels", "round_to"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"channel option '{name}' must be an integer >= 1, got {value!r}")
-        for name in ("global_ranking", "remove_dead"):
-            if not isinstance(getattr(self, name), bool):
-                raise InputError(f"channel option '{name}' must be true or false, got {getattr(self, name)!r}")
-        if isinstance(self.exclude, str) or not all(isinstance(item, str) for item in self.exclude):
-            raise InputError(f"channel option 'exclude' must be a list of glob patterns, got {self.exclude!r}")
-        object.__setattr__(self, "exclude", tuple(self.exclude))
-        if self.importance not in importance_lib.available_importances():
-            raise InputError(
-                f"channel option 'importance' must be one of: {', '.join(importance_lib.available_importances())}; got {self.importance!r}"
-            )
 
 
 @dataclass
@@ -189,8 +144,7 @@ def _dead_units(channels: ChannelGraph) -> np.ndarray:
     """Units whose every consumed position is a known constant that can be folded exactly."""
     dead = ~channels.unit_locked.copy()
     for sink in channels.sinks:
-        foldable = sink.fold == "conv" or (sink.fold == "gemm" and sink.node.attributes.get_float("beta", 1.0) != 0.0)
-        exact = ~np.isnan(sink.consts) & ((sink.consts == 0) | foldable)
+        exact = ~np.isnan(sink.consts) & ((sink.consts == 0) | sink.op.can_fold(sink.node))
         dead[channels.unit_of_atom[sink.atoms[~exact]]] = False
     has_source = np.zeros(channels.num_units, dtype=bool)
     for source in channels.sources:
@@ -363,19 +317,10 @@ def _fold_delta(sink: Sink, removed: np.ndarray) -> np.ndarray | None:
     consts = np.where(np.isnan(consts), 0.0, consts)
     if not np.any(consts):
         return None
+    if sink.op.fold_delta is None or not sink.op.can_fold(sink.node):
+        return None
     weight = np.asarray(irx.constant_array(sink.node.inputs[sink.weight_index]), dtype=np.float64)
-    if sink.fold == "conv":
-        if sink.node.attributes.get_int("group", 1) != 1:
-            return None
-        return np.einsum("mc...,c->m...", weight, consts).reshape(weight.shape[0], -1).sum(axis=1)
-    if sink.fold == "gemm":
-        attributes = sink.node.attributes
-        beta = attributes.get_float("beta", 1.0)
-        if beta == 0.0:
-            return None
-        rows = weight.T if attributes.get_int("transB", 0) else weight
-        return attributes.get_float("alpha", 1.0) / beta * (consts @ rows)
-    return None
+    return sink.op.fold_delta(sink.node, weight, consts)
 
 
 def _attribute_edits(channels: ChannelGraph, kept_atoms: np.ndarray) -> dict[tuple[ir.Node, str], Any]:
@@ -617,7 +562,7 @@ class ChannelPruningPass(PruningPass):
             common_passes.ShapeInferencePass(strict_mode=False, data_prop=True)(model)
         after = model_cost(model) if before is not None else None
         self._fill_report(plan, before, after)
-        return ir.passes.PassResult(model, plan.changes_anything)
+        return PruningResult(model, plan.changes_anything, self.report, exact=self.options.ratio == 0.0 or not plan.changes_anything)
 
     def _fill_report(self, plan: ChannelPlan, before, after) -> None:
         report = self.report

@@ -32,7 +32,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from onnxprune import ir as irx
-from onnxprune.passes.base import PassReport, PruningPass
+from onnxprune.passes.base import PassReport, PruningPass, PruningResult
 
 _WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 _NEUTRAL_OPS = {"Add": 0, "Sub": 0, "Mul": 1, "Div": 1}
@@ -105,7 +105,7 @@ class CleanupPass(PruningPass):
             "note": "Exact for finite inputs: a zero weight times inf/NaN would give NaN, its replacement does not.",
         }
         modified = bool(rewrites) or nodes_after != nodes_before or initializers_after != initializers_before
-        return ir.passes.PassResult(model, modified=modified)
+        return PruningResult(model, modified, self.report, exact=True)
 
     def _skip_subgraphs(self, model: ir.Model) -> None:
         for node in model.graph:

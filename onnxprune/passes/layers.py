@@ -25,8 +25,6 @@ automatic selection also records the score of every candidate it weighed.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +33,6 @@ import onnx_ir as ir
 from onnxprune import runtime
 from onnxprune.analysis.cost import model_cost
 from onnxprune.analysis.layer_candidates import (
-    KINDS,
     Candidate,
     find_bypass_candidates,
     matches_node,
@@ -44,7 +41,8 @@ from onnxprune.analysis.layer_candidates import (
 )
 from onnxprune.errors import InputError
 from onnxprune.ir import iter_nodes
-from onnxprune.passes.base import PassReport, PruningPass
+from onnxprune.options import LayerOptions
+from onnxprune.passes.base import PassReport, PruningPass, PruningResult
 from onnxprune.progress import progress
 
 DRIFT_METRIC = "max over graph outputs of ||y' - y||_2 / ||y||_2 vs the original model, stacked over calibration inputs"
@@ -56,81 +54,6 @@ RANDOM_DRIFT_WARNING = (
     "no calibration data given: drift was measured on generated random inputs; "
     "real inputs (an .npz) measure it more faithfully"
 )
-
-
-@dataclass(frozen=True)
-class LayerOptions:
-    """What the layer pass bypasses and how it measures harm.
-
-    ``bypass`` selects by name or glob and excludes ``auto``/``max_drift``;
-    ``auto`` (at most K bypasses) and ``max_drift`` (stop before the drift
-    would exceed X) may be combined.  ``kinds`` limits automatic selection to
-    residual blocks and/or single layers.  ``calibration`` is an .npz whose
-    keys are the graph's input names; without it ``samples`` random inputs
-    are generated from ``seed``.  ``samples`` also caps how many batches of an
-    .npz are used when the model's batch size is fixed.  ``input_shapes``
-    resolves symbolic input dims for generated inputs (a mapping is accepted
-    and stored as sorted pairs so the options stay hashable).
-    """
-
-    bypass: tuple[str, ...] = ()
-    auto: int | None = None
-    max_drift: float | None = None
-    kinds: tuple[str, ...] = KINDS
-    calibration: str | None = None
-    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    samples: int = 4
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "bypass", _string_tuple("bypass", self.bypass))
-        object.__setattr__(self, "kinds", _string_tuple("kinds", self.kinds))
-        object.__setattr__(self, "input_shapes", _shape_pairs(self.input_shapes))
-        if any(not pattern.strip() for pattern in self.bypass):
-            raise InputError("layer option 'bypass' contains an empty name")
-        if self.auto is not None and (isinstance(self.auto, bool) or not isinstance(self.auto, int) or self.auto < 1):
-            raise InputError(f"layer option 'auto' must be a positive integer, got {self.auto!r}")
-        if self.max_drift is not None and (
-            isinstance(self.max_drift, bool)
-            or not isinstance(self.max_drift, (int, float))
-            or not math.isfinite(self.max_drift)
-            or self.max_drift < 0
-        ):
-            raise InputError(f"layer option 'max_drift' must be a finite number >= 0, got {self.max_drift!r}")
-        if self.bypass and (self.auto is not None or self.max_drift is not None):
-            raise InputError("layer options 'bypass' and 'auto'/'max_drift' exclude each other: choose by name or automatically")
-        unknown = [kind for kind in self.kinds if kind not in KINDS]
-        if unknown or not self.kinds:
-            raise InputError(f"layer option 'kinds' must be a non-empty subset of {', '.join(KINDS)}, got {self.kinds!r}")
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
-            raise InputError(f"layer option 'samples' must be a positive integer, got {self.samples!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise InputError(f"layer option 'seed' must be an integer, got {self.seed!r}")
-        if self.calibration is not None and not isinstance(self.calibration, str):
-            raise InputError(f"layer option 'calibration' must be a path to an .npz file, got {self.calibration!r}")
-
-    @property
-    def selects_anything(self) -> bool:
-        """Whether these options ask for any bypass at all."""
-        return bool(self.bypass) or self.auto is not None or self.max_drift is not None
-
-
-def _string_tuple(option: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, (tuple, list)) or not all(isinstance(item, str) for item in value):
-        raise InputError(f"layer option '{option}' must be a list of strings, got {value!r}")
-    return tuple(value)
-
-
-def _shape_pairs(value: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    items = value.items() if isinstance(value, Mapping) else value
-    try:
-        pairs = tuple(sorted((str(name), tuple(dims)) for name, dims in items))
-    except (TypeError, ValueError):
-        raise InputError(f"layer option 'input_shapes' must map input names to dimension lists, got {value!r}") from None
-    for name, dims in pairs:
-        if not all(isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 for dim in dims):
-            raise InputError(f"layer option 'input_shapes': '{name}' needs positive integer dims, got {dims!r}")
-    return pairs
 
 
 class LayerBypassPass(PruningPass):
@@ -161,7 +84,7 @@ class LayerBypassPass(PruningPass):
         self.report = PassReport(self.name)
         if not self.options.selects_anything:
             self.report.summary = {"mode": "none", "bypassed": 0}
-            return ir.passes.PassResult(model, modified=False)
+            return PruningResult(model, False, self.report, exact=True)
         before = model_cost(model)
         if self.options.bypass:
             self._bypass_by_name(model)
@@ -176,7 +99,7 @@ class LayerBypassPass(PruningPass):
             params_after=after.params,
             drift_metric=DRIFT_METRIC,
         )
-        return ir.passes.PassResult(model, modified=bool(self.report.changes))
+        return PruningResult(model, bool(self.report.changes), self.report, exact=not self.report.changes)
 
     def _bypass_by_name(self, model: ir.Model) -> None:
         """Bypass what the patterns select, one at a time, re-checking each on the current graph."""

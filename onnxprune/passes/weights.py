@@ -31,18 +31,15 @@ of another tensor in its place so the global target is still met exactly.
 from __future__ import annotations
 
 import fnmatch
-import numbers
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxprune import ir as irx
-from onnxprune.errors import InputError
-from onnxprune.passes.base import PassReport, PruningPass
+from onnxprune.options import WeightOptions
+from onnxprune.passes.base import PassReport, PruningPass, PruningResult
 
 DENSE_RUNTIME_NOTE = (
     "Zeroed weights keep every tensor's shape: a dense runtime such as onnxruntime on CPU does the same "
@@ -55,67 +52,6 @@ WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 # Bytes of one int64 index per non-zero in ONNX COO storage (linear indices).
 _INDEX_BYTES = 8
-
-_PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
-
-
-@dataclass(frozen=True)
-class WeightOptions:
-    """How much to prune; ``threshold``, ``sparsity`` and ``pattern`` combine in that order.
-
-    ``threshold``: zero every weight with ``|w| <= threshold``.
-    ``sparsity``: fraction in [0, 1] of zeros to reach, per tensor or ``scope="global"``.
-    ``pattern``: ``"N:M"`` with ``0 < N < M``, e.g. ``"2:4"``.
-    ``exclude``: glob patterns; a weight is left alone when one matches its
-    initializer name or the name of a node that reads it.
-    ``allow_empty``: let pruning zero a whole tensor (otherwise its largest weight stays).
-    """
-
-    threshold: float | None = None
-    sparsity: float | None = None
-    scope: Literal["tensor", "global"] = "tensor"
-    pattern: str | None = None
-    exclude: tuple[str, ...] = ()
-    allow_empty: bool = False
-
-    def __post_init__(self) -> None:
-        if self.threshold is not None:
-            if isinstance(self.threshold, bool) or not isinstance(self.threshold, numbers.Real):
-                raise InputError(f"weight threshold must be a number >= 0, got {self.threshold!r}")
-            if not np.isfinite(self.threshold) or self.threshold < 0:
-                raise InputError(f"weight threshold must be a finite number >= 0, got {self.threshold}")
-        if self.sparsity is not None:
-            if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, numbers.Real):
-                raise InputError(f"weight sparsity must be a number in [0, 1], got {self.sparsity!r}")
-            if not 0 <= self.sparsity <= 1:
-                raise InputError(f"weight sparsity must be in [0, 1], got {self.sparsity}")
-        if self.scope not in ("tensor", "global"):
-            raise InputError(f"weight scope must be 'tensor' or 'global', got {self.scope!r}")
-        if self.pattern is not None:
-            _parse_pattern(self.pattern)
-        if isinstance(self.exclude, str) or not all(isinstance(glob, str) for glob in self.exclude):
-            raise InputError(f"weight exclude must be a list of glob patterns, got {self.exclude!r}")
-        # Stored as plain Python values so the options stay hashable and JSON-ready (numpy scalars, lists accepted).
-        object.__setattr__(self, "exclude", tuple(self.exclude))
-        for name in ("threshold", "sparsity"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, float(getattr(self, name)))
-
-    @property
-    def n_m(self) -> tuple[int, int] | None:
-        """The parsed ``pattern`` as ``(N, M)``."""
-        return None if self.pattern is None else _parse_pattern(self.pattern)
-
-
-def _parse_pattern(text: object) -> tuple[int, int]:
-    match = _PATTERN.match(text) if isinstance(text, str) else None
-    if match is None:
-        raise InputError(f"weight pattern must be 'N:M' with integers 0 < N < M (e.g. '2:4'), got {text!r}")
-    keep, group = int(match.group(1)), int(match.group(2))
-    if not 0 < keep < group:
-        raise InputError(f"weight pattern must be 'N:M' with 0 < N < M (e.g. '2:4'), got {text!r}")
-    return keep, group
-
 
 @dataclass
 class _Candidate:
@@ -177,7 +113,7 @@ class WeightPruningPass(PruningPass):
                 _write(model.graph, candidate)
             candidate.evict()
         self._summarise(candidates)
-        return ir.passes.PassResult(model, modified=bool(self.report.changes))
+        return PruningResult(model, bool(self.report.changes), self.report, exact=not self.report.changes)
 
     def _select(self, model: ir.Model) -> list[_Candidate]:
         """Every weight tensor the options allow, each once however many nodes share it."""

@@ -1,0 +1,66 @@
+"""Shapes and element types of a model's values, from onnx shape inference on a copy.
+
+Every analysis needs shapes the exporter did not declare (intermediate
+values), and none may change the model it is asked about; so inference runs
+once on a clone and the answers are looked up by value name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
+
+Dim = int | str | None
+ShapeTuple = tuple[Dim, ...]
+
+
+def infer_shapes(model: ir.Model) -> None:
+    """Run onnx shape inference (with constant data propagation) on ``model`` in place."""
+    common_passes.ShapeInferencePass(strict_mode=False, data_prop=True)(model)
+
+
+@dataclass(frozen=True)
+class ShapeFacts:
+    """Inferred shapes and dtypes by value name; a declared shape is the fallback."""
+
+    shapes: dict[str, ir.Shape]
+    dtypes: dict[str, ir.DataType]
+
+    @classmethod
+    def infer(cls, model: ir.Model) -> ShapeFacts:
+        """Infer on a clone: ``model`` itself is never touched."""
+        shaped = model.clone()
+        infer_shapes(shaped)
+        shapes: dict[str, ir.Shape] = {}
+        dtypes: dict[str, ir.DataType] = {}
+        values = [*shaped.graph.inputs, *shaped.graph.initializers.values()]
+        values += [output for node in shaped.graph for output in node.outputs]
+        for value in values:
+            if value.name is None:
+                continue
+            if value.shape is not None:
+                shapes[value.name] = value.shape
+            if value.dtype is not None:
+                dtypes[value.name] = value.dtype
+        return cls(shapes, dtypes)
+
+    def shape(self, value: ir.Value) -> ir.Shape | None:
+        """The inferred shape, else the declared one."""
+        inferred = self.shapes.get(value.name or "")
+        return inferred if inferred is not None else value.shape
+
+    def dtype(self, value: ir.Value) -> ir.DataType | None:
+        """The inferred element type, else the declared one."""
+        inferred = self.dtypes.get(value.name or "")
+        return inferred if inferred is not None else value.dtype
+
+    def dims(self, value: ir.Value) -> ShapeTuple | None:
+        """The shape as plain ints (static), strings (symbolic) and None (unknown)."""
+        shape = self.shape(value)
+        if shape is None:
+            return None
+        return tuple(
+            dim if isinstance(dim, int) else (dim.value if isinstance(dim, ir.SymbolicDim) else None) for dim in shape
+        )
