@@ -6,7 +6,8 @@ import numpy as np
 import onnx
 
 from onnxprune import ir as irx
-from onnxprune.analysis.groups import ChannelGraph, discover_channel_groups
+from onnxprune.analysis.channel_graph import ChannelGraph
+from onnxprune.analysis.dependency_walk import discover_channel_groups
 from onnxprune.options import ChannelOptions
 from onnxprune.passes.channels import plan_channel_pruning
 from tests.test_channels import HALF, Net, assert_equivalent_by_construction, residual

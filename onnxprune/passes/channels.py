@@ -1,7 +1,7 @@
 """Structured channel pruning across the whole graph: plan, validate, apply.
 
 1. **Plan** (:func:`plan_channel_pruning`, read-only): discover the channel
-   dependency groups (:mod:`onnxprune.analysis.groups`), score every prunable
+   dependency groups (:mod:`onnxprune.analysis.dependency_walk`), score every prunable
    channel, choose which to remove, and compute every new initializer array,
    attribute value and shape constant.
 2. **Validate**: the plan is applied to a copy of the model, which must pass
@@ -44,8 +44,9 @@ import onnx_ir.passes.common as common_passes
 
 from onnxprune import importance as importance_lib
 from onnxprune import ir as irx
+from onnxprune.analysis.channel_graph import ChannelGraph, Sink
 from onnxprune.analysis.cost import model_cost
-from onnxprune.analysis.groups import ChannelGraph, Sink, discover_channel_groups
+from onnxprune.analysis.dependency_walk import discover_channel_groups
 from onnxprune.errors import first_line
 from onnxprune.options import ChannelOptions
 from onnxprune.passes.base import PassReport, PruningPass, PruningResult

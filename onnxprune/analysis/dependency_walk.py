@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,11 +51,21 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from onnxprune import ir as irx
-from onnxprune.analysis.weight_ops import WEIGHT_OPS, WeightOp
+from onnxprune.analysis.channel_graph import (
+    ArrayEdit,
+    AttributeEdit,
+    ChannelGraph,
+    KeptAtoms,
+    Lock,
+    Sink,
+    SliceEdit,
+    Source,
+    Tracked,
+)
+from onnxprune.analysis.weight_ops import WEIGHT_OPS
 
 Dim = int | str | None
 ShapeTuple = tuple[Dim, ...]
-KeptAtoms = np.ndarray  # bool, indexed by atom id
 
 _ONNX_DOMAINS = ("", "ai.onnx")
 
@@ -75,152 +85,6 @@ _REDUCE_OPS = frozenset(
     {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
 )
 _WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-
-
-# ---------------------------------------------------------------- records
-
-
-@dataclass
-class Tracked:
-    """A value that carries channels: its channel axis and, per position, the atom and known constant."""
-
-    axis: int
-    rank: int
-    atoms: np.ndarray
-    consts: np.ndarray
-
-    @property
-    def size(self) -> int:
-        return len(self.atoms)
-
-
-@dataclass(frozen=True)
-class Source:
-    """A layer whose output channels open a channel space."""
-
-    space: int
-    node: ir.Node
-    weight_index: int
-    weight_axis: int
-    atoms: np.ndarray
-
-    def filters(self) -> np.ndarray:
-        """The weight as one row per output channel (for importance scores).
-
-        Kept in the weight's own precision (half widened to single): a float64
-        copy of every weight would double the memory a large model needs, and
-        criteria accumulate in float64 where it matters (see importance.py).
-        """
-        array = irx.constant_array(self.node.inputs[self.weight_index])
-        weight = np.asarray(array, dtype=np.result_type(array.dtype, np.float32))
-        return np.moveaxis(weight, self.weight_axis, 0).reshape(weight.shape[self.weight_axis], -1)
-
-
-@dataclass(frozen=True)
-class SliceEdit:
-    """Keep the positions of a constant input (``axis``) whose atoms survive.
-
-    ``optional`` edits apply only when the axis really has one entry per
-    position (a bias may be a broadcast scalar, or absent).
-    """
-
-    node: ir.Node
-    input_index: int
-    axis: int
-    atoms: np.ndarray
-    optional: bool = False
-
-
-@dataclass(frozen=True)
-class ArrayEdit:
-    """Replace a constant input (a shape, split sizes, slice bounds) by ``compute(kept_atoms)``."""
-
-    node: ir.Node
-    input_index: int
-    compute: Callable[[KeptAtoms], np.ndarray]
-    atoms: np.ndarray
-
-
-@dataclass(frozen=True)
-class AttributeEdit:
-    """Set an attribute to ``compute(kept_atoms)``; ``None`` removes the attribute."""
-
-    node: ir.Node
-    name: str
-    compute: Callable[[KeptAtoms], int | list[int] | None]
-    atoms: np.ndarray
-
-
-@dataclass(frozen=True)
-class Sink:
-    """Where channels end: input channels of a Conv, rows of a Gemm/MatMul weight.
-
-    ``consts`` is the known constant value of each position (NaN: unknown).
-    A removed position with a known constant is folded into the sink's bias
-    where the weight-op table says that is exact (``op.can_fold``); elsewhere
-    only constants equal to 0 can be removed exactly.
-    """
-
-    node: ir.Node
-    weight_index: int
-    weight_axis: int
-    atoms: np.ndarray
-    consts: np.ndarray
-    op: WeightOp
-
-
-@dataclass(frozen=True)
-class Lock:
-    """Atoms that must be kept, and why."""
-
-    reason: str
-    atoms: np.ndarray
-
-
-@dataclass
-class ChannelGraph:
-    """Everything the channel pass needs to know, found without changing the model.
-
-    ``unit_of_atom`` maps each atom to its unit; ``group_of_unit`` maps units
-    to groups.  ``value_units`` lists, for every tracked value, the units it
-    carries (the pass keeps at least one of each).
-    """
-
-    sources: list[Source]
-    slices: list[SliceEdit]
-    arrays: list[ArrayEdit]
-    attributes: list[AttributeEdit]
-    sinks: list[Sink]
-    locks: list[Lock]
-    tracked: dict[ir.Value, Tracked]
-    unit_of_atom: np.ndarray
-    group_of_unit: np.ndarray
-    unit_locked: np.ndarray
-    value_units: list[np.ndarray]
-    not_sources: dict[ir.Node, str]
-    node_atoms: dict[ir.Node, np.ndarray]
-    fixed_atoms: np.ndarray
-
-    @property
-    def num_units(self) -> int:
-        return len(self.group_of_unit)
-
-    @property
-    def num_groups(self) -> int:
-        return int(self.group_of_unit.max()) + 1 if len(self.group_of_unit) else 0
-
-    def units_of(self, atoms: np.ndarray) -> np.ndarray:
-        """Distinct units of a set of atoms."""
-        return np.unique(self.unit_of_atom[atoms]) if len(atoms) else np.zeros(0, dtype=np.int64)
-
-    def lock_reasons(self, units: Iterable[int]) -> list[str]:
-        """The distinct reasons that lock any of ``units``, in discovery order."""
-        wanted = set(int(unit) for unit in units)
-        reasons: dict[str, None] = {}
-        for lock in self.locks:
-            if len(lock.atoms) and wanted.intersection(self.unit_of_atom[lock.atoms].tolist()):
-                reasons[lock.reason] = None
-        return list(reasons)
 
 
 def discover_channel_groups(model: ir.Model, exclude: Sequence[str] = ()) -> ChannelGraph:
