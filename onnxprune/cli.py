@@ -11,9 +11,9 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from rich.console import Console
 
@@ -21,11 +21,12 @@ from onnxprune import __version__
 from onnxprune import ir as irx
 from onnxprune.analysis.cost import model_cost
 from onnxprune.bench import benchmark
-from onnxprune.config import OPTIONS, PruneConfig, load_config_file, parse_input_shapes
+from onnxprune.config import COMMAND_LINE, OPTIONS, PruneConfig, load_config_file
 from onnxprune.errors import InputError, OnnxPruneError, first_line
+from onnxprune.option_spec import Option, OptionFamily
 from onnxprune.pipeline import prune
 from onnxprune.report import inspect_data, print_json, render_bench, render_inspect, render_prune, render_validation, write_json
-from onnxprune.validate import DEFAULT_ATOL, DEFAULT_RTOL, InputSource, validate
+from onnxprune.validate import InputSource, validate
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -75,21 +76,13 @@ def _build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("validate", help="check CANDIDATE and compare its outputs with REFERENCE's")
     check.add_argument("reference")
     check.add_argument("candidate")
-    check.add_argument("--inputs", help="npz of inputs (keys = input names)")
-    check.add_argument("--samples", type=int, default=3, help="generated input samples (default 3)")
-    check.add_argument("--seed", type=int, default=0)
-    check.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
-    check.add_argument("--atol", type=float, default=DEFAULT_ATOL)
-    check.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...")
+    _add_options(check, ("inputs", "samples", "seed", "rtol", "atol", "input-shape"))
     check.add_argument("--json", action="store_true")
     check.set_defaults(handler=_validate)
 
     timing = commands.add_parser("bench", help="onnxruntime CPU latency, models interleaved")
     timing.add_argument("models", nargs="+")
-    timing.add_argument("--runs", type=int, default=50)
-    timing.add_argument("--warmup", type=int, default=5)
-    timing.add_argument("--threads", type=int, default=1)
-    timing.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...")
+    _add_options(timing, ("runs", "warmup", "threads", "input-shape"))
     timing.add_argument("--json", action="store_true")
     timing.set_defaults(handler=_bench)
 
@@ -100,8 +93,7 @@ def _build_parser() -> argparse.ArgumentParser:
     pruning.add_argument("--profile", help="a [profile.NAME] table of the config file")
     pruning.add_argument("--report", help="write the JSON report here")
     pruning.add_argument("--json", action="store_true", help="print the JSON report instead of tables")
-    for option in OPTIONS:
-        _add_option(pruning, option)
+    _add_options(pruning, [option.flag for option in OPTIONS])
     pruning.set_defaults(handler=_prune)
 
     for sub in (inspect, check, timing, pruning):
@@ -109,9 +101,22 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_option(parser: argparse.ArgumentParser, option: Any) -> None:
-    """One command-line flag per config option; unset flags stay None so the config file shows through."""
-    flag = f"--{option.name}"
+def _add_options(parser: argparse.ArgumentParser, flags: Collection[str]) -> None:
+    """The declared options named by ``flags``, in one help group per family.
+
+    Unset flags stay None, so the defaults and the config file show through.
+    """
+    groups: dict[type[OptionFamily], argparse._ArgumentGroup] = {}
+    for option in OPTIONS:
+        if option.flag in flags:
+            if option.family not in groups:
+                groups[option.family] = parser.add_argument_group(option.family.title)
+            _add_option(groups[option.family], option)
+
+
+def _add_option(parser: argparse._ArgumentGroup, option: Option) -> None:
+    """Booleans get ``--x/--no-x``, lists repeat the flag, everything else takes one value of the declared type."""
+    flag = f"--{option.flag}"
     text = option.help + (f" (default {option.default})" if option.default not in (None, ()) else "")
     if option.kind is bool:
         parser.add_argument(flag, dest=option.key, action=argparse.BooleanOptionalAction, default=None, help=text)
@@ -132,13 +137,12 @@ def _inspect(arguments: argparse.Namespace, console: Console) -> int:
 
 
 def _validate(arguments: argparse.Namespace, console: Console) -> int:
-    if arguments.samples < 1:
-        raise InputError("--samples must be at least 1")
+    config = _command_line_config(arguments, PruneConfig())
     reference = irx.load(arguments.reference)
     # A candidate failing the checker is a failed validation (exit 1), reported by validate(), not bad input.
     candidate = irx.load(arguments.candidate, check=False)
-    source = InputSource(arguments.inputs, arguments.samples, arguments.seed, parse_input_shapes(tuple(arguments.input_shape)))
-    result = validate(reference, candidate, source, rtol=arguments.rtol, atol=arguments.atol)
+    source = InputSource(config.inputs, config.samples, config.seed, config.input_shapes())
+    result = validate(reference, candidate, source, rtol=config.rtol, atol=config.atol)
     if arguments.json:
         print_json(console, result.to_dict())
     else:
@@ -147,21 +151,20 @@ def _validate(arguments: argparse.Namespace, console: Console) -> int:
 
 
 def _bench(arguments: argparse.Namespace, console: Console) -> int:
-    if arguments.runs < 1 or arguments.warmup < 0 or arguments.threads < 1:
-        raise InputError("--runs and --threads must be at least 1, --warmup at least 0")
+    config = _command_line_config(arguments, PruneConfig())
     models = [irx.load(path) for path in arguments.models]
     timings = benchmark(
         models,
-        runs=arguments.runs,
-        warmup=arguments.warmup,
-        threads=arguments.threads,
-        shapes=parse_input_shapes(tuple(arguments.input_shape)),
+        runs=config.runs,
+        warmup=config.warmup,
+        threads=config.threads,
+        shapes=config.input_shapes(),
         quiet=arguments.json,
     )
     if arguments.json:
         print_json(console, [{"model": path, **timing.to_dict()} for path, timing in zip(arguments.models, timings)])
     else:
-        render_bench(console, arguments.models, timings, arguments.threads)
+        render_bench(console, arguments.models, timings, config.threads)
     return EXIT_OK
 
 
@@ -193,8 +196,13 @@ def _effective_config(arguments: argparse.Namespace) -> PruneConfig:
         config.update(load_config_file(arguments.config, arguments.profile), source=arguments.config)
     elif arguments.profile:
         raise InputError("--profile needs --config FILE")
-    given = {option.key: getattr(arguments, option.key) for option in OPTIONS if getattr(arguments, option.key) is not None}
-    config.update(given, source="command line")
+    return _command_line_config(arguments, config)
+
+
+def _command_line_config(arguments: argparse.Namespace, config: PruneConfig) -> PruneConfig:
+    """``config`` overridden by the options given as flags (a subcommand's parser has only some of them)."""
+    given = {option.key: value for option in OPTIONS if (value := getattr(arguments, option.key, None)) is not None}
+    config.update(given, source=COMMAND_LINE)
     return config
 
 

@@ -1,24 +1,28 @@
-"""The typed options of each pruning pass, checked when they are built.
+"""Every option of onnxprune, declared once: a typed dataclass per family.
 
-A pass reads only its own options object; the pipeline builds them from a
-:class:`~onnxprune.config.PruneConfig`.  Invalid values raise
-:class:`~onnxprune.errors.InputError` with the option's name.
+A pass reads only its own options object (:class:`LayerOptions`,
+:class:`ChannelOptions`, :class:`WeightOptions`); the pipeline-level families
+say which steps run, how validation and timing are done, which quality gates
+apply and how the output is stored.  Each field is declared with
+:func:`~onnxprune.option_spec.option` — its config key and ``--flag``, help,
+bounds and checks — and :mod:`onnxprune.config` and :mod:`onnxprune.cli` are
+built from these declarations.  To add an option, add one field here and list
+a new family in :data:`FAMILIES`.  Invalid values raise
+:class:`~onnxprune.errors.InputError` naming the option.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import numpy as np
+from typing import Any, ClassVar, Literal
 
 from onnxprune import importance as importance_lib
 from onnxprune.analysis.layer_candidates import KINDS
 from onnxprune.errors import InputError
+from onnxprune.option_spec import OptionFamily, filled_from, option
+from onnxprune.validate import DEFAULT_ATOL, DEFAULT_RTOL
 
 DEFAULT_ROUND_TO = 16
 """Channel counts stay multiples of 16, measured best with ``tools/bench_round_to.py``.
@@ -35,42 +39,197 @@ MAC reduction (>= 0.8x of it) and is a multiple of both block sizes; pass 8 or
 """
 
 
+def parse_input_shapes(items: tuple[str, ...], name: str = "--input-shape") -> dict[str, tuple[int, ...]]:
+    """Parse ``NAME=1,3,224,224`` entries into a name -> shape map."""
+    shapes = {}
+    for item in items:
+        input_name, _, dims = item.partition("=")
+        try:
+            shape = tuple(int(dim) for dim in dims.split(","))
+        except ValueError:
+            shape = ()
+        if not input_name or not shape or any(dim < 1 for dim in shape):
+            raise InputError(f"{name} '{item}': expected NAME=D0,D1,... with positive integers")
+        shapes[input_name] = shape
+    return shapes
+
+
+def _check_input_shapes(items: tuple[str, ...], name: str) -> tuple[str, ...]:
+    parse_input_shapes(items, name)
+    return items
+
+
 @dataclass(frozen=True)
-class ChannelOptions:
-    """What the channel pass removes; see the module docstring for the meaning of each field."""
+class StepOptions(OptionFamily):
+    """The steps around pruning that can be switched off."""
 
-    ratio: float = 0.0
-    global_ranking: bool = False
-    min_channels: int = 1
-    round_to: int = DEFAULT_ROUND_TO
-    exclude: tuple[str, ...] = ()
-    importance: str = "l1"
-    remove_dead: bool = True
+    title: ClassVar[str] = "pipeline steps"
+    label: ClassVar[str] = "step '{}'"
 
-    def __post_init__(self) -> None:
-        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0.0 <= self.ratio < 1.0:
-            raise InputError(f"channel option 'ratio' must be a number in [0, 1), got {self.ratio!r}")
-        for name in ("min_channels", "round_to"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"channel option '{name}' must be an integer >= 1, got {value!r}")
-        for name in ("global_ranking", "remove_dead"):
-            if not isinstance(getattr(self, name), bool):
-                raise InputError(f"channel option '{name}' must be true or false, got {getattr(self, name)!r}")
-        if isinstance(self.exclude, str) or not all(isinstance(item, str) for item in self.exclude):
-            raise InputError(f"channel option 'exclude' must be a list of glob patterns, got {self.exclude!r}")
-        object.__setattr__(self, "exclude", tuple(self.exclude))
-        if self.importance not in importance_lib.available_importances():
+    simplify: bool = option(True, flag="simplify", help="simplify with onnxsim first (folds Constant weights into initializers)")
+    validate: bool = option(True, flag="validate", help="compare the pruned model with the original in onnxruntime")
+    bench: bool = option(True, flag="bench", help="time the pruned model against the original in onnxruntime")
+
+
+@dataclass(frozen=True)
+class ValidationOptions(OptionFamily):
+    """Inputs of validation (and of layer scoring), and the tolerances of the equivalence check."""
+
+    title: ClassVar[str] = "validation inputs and tolerances"
+    label: ClassVar[str] = "validation option '{}'"
+
+    inputs: str | None = option(None, flag="inputs", help="npz of inputs for validation (keys = input names)")
+    calibration: str | None = option(
+        None, flag="calibration", help="npz of inputs (and optional 'labels') for scoring layers and measuring accuracy"
+    )
+    input_shape: tuple[str, ...] = option(
+        (), flag="input-shape", help="NAME=D0,D1,... for inputs with symbolic dims", items="NAME=D0,D1,... strings", check=_check_input_shapes
+    )
+    samples: int = option(3, flag="samples", help="generated input samples when no npz is given", minimum=1)
+    seed: int = option(0, flag="seed", help="seed for generated inputs", minimum=0)
+    rtol: float = option(DEFAULT_RTOL, flag="rtol", help="relative tolerance of the equivalence check", minimum=0.0)
+    atol: float = option(DEFAULT_ATOL, flag="atol", help="absolute tolerance of the equivalence check", minimum=0.0)
+
+
+def _no_empty_names(patterns: tuple[str, ...], name: str) -> tuple[str, ...]:
+    if any(not pattern.strip() for pattern in patterns):
+        raise InputError(f"{name} contains an empty name")
+    return patterns
+
+
+def _not_empty(items: tuple[str, ...], name: str) -> tuple[str, ...]:
+    if not items:
+        raise InputError(f"{name} must not be empty")
+    return items
+
+
+def _shape_pairs(value: Any, name: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Input shapes as sorted ``(name, dims)`` pairs, so the options stay hashable.
+
+    Accepts a mapping, pairs, or the ``NAME=D0,D1,...`` strings of ``--input-shape``.
+    """
+    if isinstance(value, (tuple, list)) and all(isinstance(item, str) for item in value):
+        value = parse_input_shapes(tuple(value), name)
+    items = value.items() if isinstance(value, Mapping) else value
+    try:
+        pairs = tuple(sorted((str(input_name), tuple(dims)) for input_name, dims in items))
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must map input names to dimension lists, got {value!r}") from None
+    for input_name, dims in pairs:
+        if not all(isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 for dim in dims):
+            raise InputError(f"{name}: '{input_name}' needs positive integer dims, got {dims!r}")
+    return pairs
+
+
+@dataclass(frozen=True)
+class LayerOptions(OptionFamily):
+    """What the layer pass bypasses and how it measures harm.
+
+    ``bypass`` selects by name or glob and excludes ``auto``/``max_drift``;
+    ``auto`` (at most K bypasses) and ``max_drift`` (stop before the drift
+    would exceed X) may be combined.  ``kinds`` limits automatic selection to
+    residual blocks and/or single layers.  The other fields are filled from
+    the validation options: ``calibration`` is an .npz whose keys are the
+    graph's input names; without it ``samples`` random inputs are generated
+    from ``seed``.  ``samples`` also caps how many batches of an .npz are used
+    when the model's batch size is fixed.  ``input_shapes`` resolves symbolic
+    input dims for generated inputs (a mapping is accepted and stored as
+    sorted pairs so the options stay hashable).
+    """
+
+    title: ClassVar[str] = "layer bypass"
+    label: ClassVar[str] = "layer option '{}'"
+
+    bypass: tuple[str, ...] = option(
+        (), flag="bypass", help="bypass layers or residual branches by node or value name (glob)", check=_no_empty_names
+    )
+    auto: int | None = option(None, flag="bypass-auto", help="bypass the K layers whose removal changes the outputs least", minimum=1)
+    max_drift: float | None = option(
+        None, flag="bypass-max-drift", help="bypass greedily while the relative output drift stays under X", minimum=0.0
+    )
+    kinds: tuple[str, ...] = option(KINDS, flag="bypass-kinds", help="what --bypass-auto/--bypass-max-drift may remove", choices=KINDS, check=_not_empty)
+    calibration: str | None = filled_from(ValidationOptions, "calibration", None)
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = filled_from(ValidationOptions, "input_shape", (), check=_shape_pairs)
+    samples: int = filled_from(ValidationOptions, "samples", 4)
+    seed: int = filled_from(ValidationOptions, "seed", 0)
+
+    @classmethod
+    def check_together(cls, values: Mapping[str, Any], quoted: Callable[[str], str]) -> None:
+        """Choosing by name and choosing automatically exclude each other."""
+        if values.get("bypass") and (values.get("auto") is not None or values.get("max_drift") is not None):
             raise InputError(
-                f"channel option 'importance' must be one of: {', '.join(importance_lib.available_importances())}; got {self.importance!r}"
+                f"layer options {quoted('bypass')} and {quoted('auto')}/{quoted('max_drift')} exclude each other: choose by name or automatically"
             )
+
+    @property
+    def selects_anything(self) -> bool:
+        """Whether these options ask for any bypass at all."""
+        return bool(self.bypass) or self.auto is not None or self.max_drift is not None
+
+
+def _registered_importance(name_of_criterion: str, name: str) -> str:
+    if name_of_criterion not in importance_lib.available_importances():
+        raise InputError(f"{name} must be one of: {', '.join(importance_lib.available_importances())}; got {name_of_criterion!r}")
+    return name_of_criterion
+
+
+@dataclass(frozen=True)
+class ChannelOptions(OptionFamily):
+    """What the channel pass removes; the help of each field says what it means."""
+
+    title: ClassVar[str] = "channel pruning"
+    label: ClassVar[str] = "channel option '{}'"
+
+    ratio: float = option(
+        0.0,
+        flag="channel-ratio",
+        help="fraction of each channel group's channels to remove",
+        minimum=0.0,
+        maximum=1.0,
+        exclusive_maximum=True,
+        config_default=None,
+    )
+    global_ranking: bool = option(
+        False, flag="channel-global", help="rank channels across groups and remove the ratio of all prunable channels"
+    )
+    min_channels: int = option(1, flag="min-channels", help="never leave a group with fewer channels than this", minimum=1)
+    round_to: int = option(
+        DEFAULT_ROUND_TO, flag="round-to", help="keep channel counts a multiple of K (onnxruntime's blocked CPU kernels); 1 disables", minimum=1
+    )
+    exclude: tuple[str, ...] = option(
+        (), flag="channel-exclude", help="leave channels of matching nodes or values alone (glob)", items="glob patterns"
+    )
+    importance: str = option(
+        "l1",
+        flag="importance",
+        help="channel importance criterion: l1 or l2 (or one registered with onnxprune.importance)",
+        check=_registered_importance,
+    )
+    remove_dead: bool = option(
+        True, flag="dead-channels", help="remove channels whose output is constant, folding it exactly into the next layer"
+    )
 
 
 _PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
 
+def _parse_pattern(text: object, name: str = "weight pattern") -> tuple[int, int]:
+    match = _PATTERN.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise InputError(f"{name} must be 'N:M' with integers 0 < N < M (e.g. '2:4'), got {text!r}")
+    keep, group = int(match.group(1)), int(match.group(2))
+    if not 0 < keep < group:
+        raise InputError(f"{name} must be 'N:M' with 0 < N < M (e.g. '2:4'), got {text!r}")
+    return keep, group
+
+
+def _check_pattern(text: str, name: str) -> str:
+    _parse_pattern(text, name)
+    return text
+
+
 @dataclass(frozen=True)
-class WeightOptions:
+class WeightOptions(OptionFamily):
     """How much to prune; ``threshold``, ``sparsity`` and ``pattern`` combine in that order.
 
     ``threshold``: zero every weight with ``|w| <= threshold``.
@@ -81,122 +240,85 @@ class WeightOptions:
     ``allow_empty``: let pruning zero a whole tensor (otherwise its largest weight stays).
     """
 
-    threshold: float | None = None
-    sparsity: float | None = None
-    scope: Literal["tensor", "global"] = "tensor"
-    pattern: str | None = None
-    exclude: tuple[str, ...] = ()
-    allow_empty: bool = False
+    title: ClassVar[str] = "weight pruning"
+    label: ClassVar[str] = "weight {}"
 
-    def __post_init__(self) -> None:
-        if self.threshold is not None:
-            if isinstance(self.threshold, bool) or not isinstance(self.threshold, numbers.Real):
-                raise InputError(f"weight threshold must be a number >= 0, got {self.threshold!r}")
-            if not np.isfinite(self.threshold) or self.threshold < 0:
-                raise InputError(f"weight threshold must be a finite number >= 0, got {self.threshold}")
-        if self.sparsity is not None:
-            if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, numbers.Real):
-                raise InputError(f"weight sparsity must be a number in [0, 1], got {self.sparsity!r}")
-            if not 0 <= self.sparsity <= 1:
-                raise InputError(f"weight sparsity must be in [0, 1], got {self.sparsity}")
-        if self.scope not in ("tensor", "global"):
-            raise InputError(f"weight scope must be 'tensor' or 'global', got {self.scope!r}")
-        if self.pattern is not None:
-            _parse_pattern(self.pattern)
-        if isinstance(self.exclude, str) or not all(isinstance(glob, str) for glob in self.exclude):
-            raise InputError(f"weight exclude must be a list of glob patterns, got {self.exclude!r}")
-        # Stored as plain Python values so the options stay hashable and JSON-ready (numpy scalars, lists accepted).
-        object.__setattr__(self, "exclude", tuple(self.exclude))
-        for name in ("threshold", "sparsity"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, float(getattr(self, name)))
+    threshold: float | None = option(None, flag="weight-threshold", help="zero every selected weight with |w| <= T", minimum=0.0)
+    sparsity: float | None = option(
+        None, flag="weight-sparsity", help="zero the smallest-magnitude fraction S of the weights", minimum=0.0, maximum=1.0
+    )
+    scope: Literal["tensor", "global"] = option("tensor", flag="weight-scope", help="reach the sparsity per tensor or over all weights together")
+    pattern: str | None = option(
+        None, flag="weight-pattern", help="N:M pattern: at most N of every M weights along the reduction axis", check=_check_pattern
+    )
+    exclude: tuple[str, ...] = option(
+        (), flag="exclude", help="leave matching weights (initializer or node name, glob) alone", items="glob patterns"
+    )
+    allow_empty: bool = option(False, flag="weight-allow-empty", help="allow global sparsity to zero a whole tensor")
 
     @property
     def n_m(self) -> tuple[int, int] | None:
         """The parsed ``pattern`` as ``(N, M)``."""
         return None if self.pattern is None else _parse_pattern(self.pattern)
 
-
-def _parse_pattern(text: object) -> tuple[int, int]:
-    match = _PATTERN.match(text) if isinstance(text, str) else None
-    if match is None:
-        raise InputError(f"weight pattern must be 'N:M' with integers 0 < N < M (e.g. '2:4'), got {text!r}")
-    keep, group = int(match.group(1)), int(match.group(2))
-    if not 0 < keep < group:
-        raise InputError(f"weight pattern must be 'N:M' with 0 < N < M (e.g. '2:4'), got {text!r}")
-    return keep, group
+    @property
+    def prunes_anything(self) -> bool:
+        """Whether these options ask for any weight to be zeroed."""
+        return any(value is not None for value in (self.threshold, self.sparsity, self.pattern))
 
 
 @dataclass(frozen=True)
-class LayerOptions:
-    """What the layer pass bypasses and how it measures harm.
+class TimingOptions(OptionFamily):
+    """How the original and the pruned model are timed against each other."""
 
-    ``bypass`` selects by name or glob and excludes ``auto``/``max_drift``;
-    ``auto`` (at most K bypasses) and ``max_drift`` (stop before the drift
-    would exceed X) may be combined.  ``kinds`` limits automatic selection to
-    residual blocks and/or single layers.  ``calibration`` is an .npz whose
-    keys are the graph's input names; without it ``samples`` random inputs
-    are generated from ``seed``.  ``samples`` also caps how many batches of an
-    .npz are used when the model's batch size is fixed.  ``input_shapes``
-    resolves symbolic input dims for generated inputs (a mapping is accepted
-    and stored as sorted pairs so the options stay hashable).
-    """
+    title: ClassVar[str] = "timing"
+    label: ClassVar[str] = "timing option '{}'"
 
-    bypass: tuple[str, ...] = ()
-    auto: int | None = None
-    max_drift: float | None = None
-    kinds: tuple[str, ...] = KINDS
-    calibration: str | None = None
-    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    samples: int = 4
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "bypass", _string_tuple("bypass", self.bypass))
-        object.__setattr__(self, "kinds", _string_tuple("kinds", self.kinds))
-        object.__setattr__(self, "input_shapes", _shape_pairs(self.input_shapes))
-        if any(not pattern.strip() for pattern in self.bypass):
-            raise InputError("layer option 'bypass' contains an empty name")
-        if self.auto is not None and (isinstance(self.auto, bool) or not isinstance(self.auto, int) or self.auto < 1):
-            raise InputError(f"layer option 'auto' must be a positive integer, got {self.auto!r}")
-        if self.max_drift is not None and (
-            isinstance(self.max_drift, bool)
-            or not isinstance(self.max_drift, (int, float))
-            or not math.isfinite(self.max_drift)
-            or self.max_drift < 0
-        ):
-            raise InputError(f"layer option 'max_drift' must be a finite number >= 0, got {self.max_drift!r}")
-        if self.bypass and (self.auto is not None or self.max_drift is not None):
-            raise InputError("layer options 'bypass' and 'auto'/'max_drift' exclude each other: choose by name or automatically")
-        unknown = [kind for kind in self.kinds if kind not in KINDS]
-        if unknown or not self.kinds:
-            raise InputError(f"layer option 'kinds' must be a non-empty subset of {', '.join(KINDS)}, got {self.kinds!r}")
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
-            raise InputError(f"layer option 'samples' must be a positive integer, got {self.samples!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise InputError(f"layer option 'seed' must be an integer, got {self.seed!r}")
-        if self.calibration is not None and not isinstance(self.calibration, str):
-            raise InputError(f"layer option 'calibration' must be a path to an .npz file, got {self.calibration!r}")
-
-    @property
-    def selects_anything(self) -> bool:
-        """Whether these options ask for any bypass at all."""
-        return bool(self.bypass) or self.auto is not None or self.max_drift is not None
+    runs: int = option(50, flag="runs", help="timed runs per model", minimum=1)
+    warmup: int = option(5, flag="warmup", help="untimed warm-up runs per model", minimum=0)
+    threads: int = option(1, flag="threads", help="onnxruntime intra-op threads", minimum=1)
 
 
-def _string_tuple(option: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, (tuple, list)) or not all(isinstance(item, str) for item in value):
-        raise InputError(f"layer option '{option}' must be a list of strings, got {value!r}")
-    return tuple(value)
+@dataclass(frozen=True)
+class GateOptions(OptionFamily):
+    """The quality gates: limits a build step sets on what pruning may cost (None: no gate)."""
+
+    title: ClassVar[str] = "quality gates"
+    label: ClassVar[str] = "gate '{}'"
+
+    max_abs_diff: float | None = option(None, flag="max-abs-diff", help="fail when any output differs by more than X", minimum=0.0)
+    min_cosine: float | None = option(
+        None, flag="min-cosine", help="fail when an output's cosine similarity falls below C", minimum=-1.0, maximum=1.0
+    )
+    min_top1_agreement: float | None = option(
+        None, flag="min-top1-agreement", help="fail when top-1 classes agree on less than this fraction", minimum=0.0, maximum=1.0
+    )
+    min_accuracy: float | None = option(
+        None, flag="min-accuracy", help="fail when accuracy on --calibration labels falls below A", minimum=0.0, maximum=1.0
+    )
+    min_speedup: float | None = option(None, flag="min-speedup", help="fail when the measured speedup is below S", minimum=0.0)
+    max_macs_ratio: float | None = option(None, flag="max-macs-ratio", help="fail when pruned MACs exceed R times the original", minimum=0.0)
 
 
-def _shape_pairs(value: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    items = value.items() if isinstance(value, Mapping) else value
-    try:
-        pairs = tuple(sorted((str(name), tuple(dims)) for name, dims in items))
-    except (TypeError, ValueError):
-        raise InputError(f"layer option 'input_shapes' must map input names to dimension lists, got {value!r}") from None
-    for name, dims in pairs:
-        if not all(isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 for dim in dims):
-            raise InputError(f"layer option 'input_shapes': '{name}' needs positive integer dims, got {dims!r}")
-    return pairs
+@dataclass(frozen=True)
+class OutputOptions(OptionFamily):
+    """How the pruned model is written."""
+
+    title: ClassVar[str] = "output"
+    label: ClassVar[str] = "output option '{}'"
+
+    sparse_storage: bool = option(False, flag="sparse-storage", help="store pruned weights as ONNX sparse initializers where smaller")
+    external_data: bool = option(False, flag="external-data", help="store weights in OUT.data beside the model")
+
+
+FAMILIES: tuple[type[OptionFamily], ...] = (
+    StepOptions,
+    LayerOptions,
+    ChannelOptions,
+    WeightOptions,
+    ValidationOptions,
+    TimingOptions,
+    GateOptions,
+    OutputOptions,
+)
+"""Every option family, in the order of the config keys, the report and ``--help``."""
