@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from onnxprune import ir as irx
-from onnxprune.analysis.channel_graph import ChannelGraph
+from onnxprune.analysis.channel_graph import ChannelGraph, Tracked
 from onnxprune.analysis.dependency_walk import discover_channel_groups
 from onnxprune.options import ChannelOptions
 from onnxprune.passes.channels import plan_channel_pruning
 from tests.test_channels import HALF, Net, assert_equivalent_by_construction, residual
 
 
-def discover(model: onnx.ModelProto) -> tuple[ChannelGraph, object]:
+def discover(model: onnx.ModelProto) -> tuple[ChannelGraph, ir.Model]:
     ir_model = irx.from_proto(model)
     return discover_channel_groups(ir_model), ir_model
 
 
-def tracked_by_name(channels: ChannelGraph, name: str):
+def tracked_by_name(channels: ChannelGraph, name: str) -> Tracked:
     return next(tracked for value, tracked in channels.tracked.items() if value.name == name)
 
 
@@ -31,7 +32,7 @@ def test_chain_has_one_group_per_conv_and_locks_the_output() -> None:
     y = net.relu(net.conv(net.input, 3, 8))
     model = net.model(net.conv(y, 8, 4))
     channels, _ = discover(model)
-    assert [int(len(source.atoms)) for source in channels.sources] == [8, 4]
+    assert [len(source.atoms) for source in channels.sources] == [8, 4]
     assert channels.num_groups == 2 and channels.num_units == 12
     assert channels.unit_locked.tolist() == [False] * 8 + [True] * 4
     assert "graph output" in reasons(channels)
@@ -78,7 +79,7 @@ def test_depthwise_passes_channels_through_and_updates_group() -> None:
     y = net.relu(net.conv(net.input, 3, 6))
     dw = net.conv(y, 6, 6, group=6)
     model = net.model(net.conv(net.relu(dw), 6, 2))
-    channels, ir_model = discover(model)
+    channels, _ = discover(model)
     assert len(channels.sources) == 2  # the depthwise conv opens no space of its own
     assert tracked_by_name(channels, dw).atoms.tolist() == channels.sources[0].atoms.tolist()
     assert [edit.name for edit in channels.attributes] == ["group"]

@@ -42,11 +42,8 @@ def conv_graphs(draw) -> onnx.ModelProto:
             x = net.relu(net.conv(x, channels, channels, group=channels))
         elif side >= 4:
             x, side = net.op("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2]), side // 2
-    if draw(st.booleans()):
-        out = net.gemm(net.op("Flatten", [x]), channels * side * side, 5)
-    else:
-        out = net.conv(x, channels, 3)
-    return net.model(out)
+    gemm_head = draw(st.booleans())
+    return net.model(net.gemm(net.op("Flatten", [x]), channels * side * side, 5) if gemm_head else net.conv(x, channels, 3))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,8 +1,10 @@
 """The result of channel dependency analysis: what the channel pass needs to know, as plain records.
 
-The dependency walk (:mod:`onnxprune.analysis.dependency_walk`) produces a
+The dependency walk (:mod:`onnxprune.analysis.dependency_walk`) and its
+per-op handlers (:mod:`onnxprune.analysis.channel_handlers`) produce a
 :class:`ChannelGraph`; the channel pass reads it to choose channels and to
-compute every edit.  Nothing here refers to the graph walk itself.
+compute every edit.  Nothing here refers to the graph walk itself: edits are
+functions of the kept atoms, so finding them stays apart from applying them.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class Source:
         copy of every weight would double the memory a large model needs, and
         criteria accumulate in float64 where it matters (see importance.py).
         """
-        array = irx.constant_array(self.node.inputs[self.weight_index])
+        array = np.asarray(irx.constant_array(self.node.inputs[self.weight_index]))
         weight = np.asarray(array, dtype=np.result_type(array.dtype, np.float32))
         return np.moveaxis(weight, self.weight_axis, 0).reshape(weight.shape[self.weight_axis], -1)
 
@@ -106,6 +108,10 @@ class Sink:
     atoms: np.ndarray
     consts: np.ndarray
     op: WeightOp
+
+
+ChannelEdit = SliceEdit | ArrayEdit | AttributeEdit | Sink
+"""What a channel handler records for the pass to rewrite when channels go."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,177 @@
+"""Flatten and Reshape turn each channel into a block of features; Shape reads the channel count.
+
+After ``Flatten`` (or a Reshape that merges the channel axis with the axes
+around it) channel ``c`` becomes the block of ``inner`` consecutive
+features at ``c * inner``, repeated ``outer`` times: a Gemm or MatMul behind
+it loses the rows of each removed block.  A Reshape that splits the channel
+axis itself (a channel shuffle) would scatter channels, so it locks, as does
+a target shape whose channel entry is computed at run time.  Sizes are
+compared as products of static and symbolic dims, so a dynamic batch does
+not get in the way.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.analysis.channel_graph import ArrayEdit, Tracked
+from onnxprune.analysis.channel_handlers.common import input_at, ints, positive_axis, with_kept_count
+from onnxprune.analysis.channel_handlers.registry import Walk, register_channel_handler
+from onnxprune.analysis.shapes import Dim
+from onnxprune.analysis.weight_ops import ONNX_DOMAINS
+from onnxprune.ir import constant_array, node_label
+
+Product = tuple[int, Counter[str]]
+"""A product of dims: its static part and the multiset of symbolic dims in it."""
+
+
+def _product(dims: Sequence[Dim]) -> Product | None:
+    """Product of dims; None when a dim is unknown."""
+    number, symbols = 1, Counter[str]()
+    for dim in dims:
+        if dim is None:
+            return None
+        if isinstance(dim, int):
+            number *= dim
+        else:
+            symbols[dim] += 1
+    return number, symbols
+
+
+def _quotient(large: Product, small: Product) -> int | None:
+    """``large / small`` when it is a plain integer (the same symbols on both sides)."""
+    if small[0] == 0 or large[0] % small[0] or large[1] != small[1]:
+        return None
+    return large[0] // small[0]
+
+
+def _expand(walk: Walk, node: ir.Node, tracked: Tracked, outer: int, inner: int, axis: int, rank: int) -> None:
+    """Channel ``c`` becomes the ``inner``-sized block ``c`` of features, repeated ``outer`` times."""
+    atoms = np.tile(np.repeat(tracked.atoms, inner), outer)
+    consts = np.tile(np.repeat(tracked.consts, inner), outer)
+    walk.touch(node, tracked.atoms)
+    walk.track(node.outputs[0], Tracked(axis, rank, atoms, consts))
+
+
+def _flatten(walk: Walk, node: ir.Node) -> None:
+    """The output is 2-D: the channels land in its second axis when they lie at or after ``axis``."""
+    tracked = walk.first_tracked_only(node)
+    if tracked is None:
+        return
+    split = positive_axis(node.attributes.get_int("axis", 1), tracked.rank)
+    shape = walk.shape(input_at(node, 0))
+    if split > tracked.axis or shape is None:
+        walk.lock(tracked.atoms, f"{node_label(node)} merges the channel axis into the batch dimension")
+        return
+    outer = _product(shape[split : tracked.axis])
+    inner = _product(shape[tracked.axis + 1 :])
+    if outer is None or inner is None or outer[1] or inner[1]:
+        walk.lock(tracked.atoms, f"{node_label(node)} input dims next to the channels are not static")
+        return
+    _expand(walk, node, tracked, outer[0], inner[0], axis=1, rank=2)
+
+
+def _channel_block(before: Product, after: Product, target_shape: Sequence[Dim]) -> tuple[int, int, int] | None:
+    """The target axis that holds whole channels, as ``(axis, outer, inner)``; None when the channel axis is split."""
+    for axis in range(len(target_shape)):
+        prefix, suffix = _product(target_shape[:axis]), _product(target_shape[axis + 1 :])
+        if prefix is None or suffix is None:
+            continue
+        outer, inner = _quotient(before, prefix), _quotient(after, suffix)
+        if outer is not None and inner is not None:
+            return axis, outer, inner
+    return None
+
+
+def _reshape(walk: Walk, node: ir.Node) -> None:
+    """Find the output axis that holds whole channels and rewrite the target shape's entry for it."""
+    tracked = walk.first_tracked_only(node)
+    if tracked is None:
+        return
+    label = node_label(node)
+    source_shape, target_shape = walk.shape(input_at(node, 0)), walk.shape(node.outputs[0])
+    target = walk.const_input(node, 1)
+    entries = ints(target) if target is not None else _concatenated_entries(walk, input_at(node, 1))
+    if entries is None:
+        walk.lock(tracked.atoms, f"{label} target shape is computed at run time and may encode the channel count")
+        return
+    if source_shape is None or target_shape is None:
+        walk.lock(tracked.atoms, f"{label} shapes could not be inferred")
+        return
+    before = _product(source_shape[: tracked.axis])
+    after = _product(source_shape[tracked.axis + 1 :])
+    if before is None or after is None:
+        walk.lock(tracked.atoms, f"{label} input dims are not known")
+        return
+    block = _channel_block(before, after, target_shape)
+    if block is None:
+        walk.lock(tracked.atoms, f"{label} splits or scatters the channel axis")
+        return
+    axis, outer, inner = block
+    entry = entries[axis]
+    if entry is None or (entry > 0 and target is None):
+        walk.lock(tracked.atoms, f"{label} computes the channel dim of its target shape at run time")
+        return
+    if entry == 0 and not node.attributes.get_int("allowzero", 0) and not (axis == tracked.axis and outer == inner == 1):
+        walk.lock(tracked.atoms, f"{label} copies the channel dim from another axis")
+        return
+    if entry > 0 and target is not None:
+        walk.record(ArrayEdit(node, 1, with_kept_count(np.asarray(target), axis, tracked.atoms, outer * inner), tracked.atoms))
+    _expand(walk, node, tracked, outer, inner, axis=axis, rank=len(target_shape))
+
+
+def _concatenated_entries(walk: Walk, value: ir.Value | None) -> Sequence[int | None] | None:
+    """Entries of a shape built at run time as ``Concat(pieces)``: constants where known, else None.
+
+    This is how exporters write ``x.view(x.size(0), -1)`` with a dynamic
+    batch; the channel entry is then a constant (often -1) even though the
+    batch entry is computed.
+    """
+    producer = value.producer() if value is not None else None
+    if producer is None or producer.op_type != "Concat" or producer.domain not in ONNX_DOMAINS:
+        return None
+    entries: list[int | None] = []
+    for piece in producer.inputs:
+        known = ints(constant_array(piece))
+        if known is not None:
+            entries.extend(known)
+            continue
+        shape = walk.shape(piece)
+        if shape is None or len(shape) != 1 or not isinstance(shape[0], int):
+            return None
+        entries.extend([None] * shape[0])
+    return entries
+
+
+def _shape(walk: Walk, node: ir.Node) -> None:
+    """A Shape read is harmless when only dims other than the channel dim are used (e.g. the batch size)."""
+    tracked = walk.tracked(input_at(node, 0))
+    if tracked is None:
+        return
+    start = positive_axis(node.attributes.get_int("start", 0), tracked.rank)
+    end = min(positive_axis(node.attributes.get_int("end", tracked.rank), tracked.rank), tracked.rank)
+    if start <= tracked.axis < end and _reads_channel_dim(walk, node.outputs[0], tracked.axis - start, end - start):
+        walk.lock(tracked.atoms, f"its shape is read at run time by {node_label(node)}, and the channel count would change")
+
+
+def _reads_channel_dim(walk: Walk, shape: ir.Value, entry: int, length: int) -> bool:
+    """Whether anything may read entry ``entry`` of a shape vector; only constant Gathers of other entries are known not to."""
+    if shape.is_graph_output():
+        return True
+    for use in shape.uses():
+        user = use.node
+        indices = walk.const_input(user, 1) if user.op_type == "Gather" and use.idx == 0 else None
+        if indices is None or user.attributes.get_int("axis", 0) != 0:
+            return True
+        if entry in {(int(index) + length) % length for index in np.asarray(indices).reshape(-1)}:
+            return True
+    return False
+
+
+register_channel_handler("Flatten", _flatten)
+register_channel_handler("Reshape", _reshape)
+register_channel_handler("Shape", _shape)
