@@ -23,12 +23,13 @@ import onnxruntime
 from onnxprune import __version__
 from onnxprune import ir as irx
 from onnxprune.analysis.cost import Cost, model_cost
+from onnxprune.analysis.shapes import infer_shapes
 from onnxprune.bench import Timing, benchmark
 from onnxprune.config import PruneConfig
 from onnxprune.gates import Gate, check_gate_inputs, evaluate_gates
 from onnxprune.options import ChannelOptions, LayerOptions, WeightOptions
 from onnxprune.passes.base import PruningPass
-from onnxprune.passes.channels import ChannelPlanError, ChannelPruningPass
+from onnxprune.passes.channels import ChannelPruningPass, DeadChannelPass
 from onnxprune.passes.cleanup import CleanupPass
 from onnxprune.passes.layers import LayerBypassPass
 from onnxprune.passes.weights import WeightPruningPass
@@ -64,8 +65,12 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
     if options:
         config = PruneConfig.from_mapping({**config.values, **options})
     check_gate_inputs(config)
-    source_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
-    original = irx.load(source_path) if source_path is not None else model
+    source_path: Path | None = None
+    if isinstance(model, ir.Model):
+        original = model
+    else:
+        source_path = Path(model)
+        original = irx.load(source_path)
     original_cost = model_cost(original, source_path)
     candidate = irx.copy_model(original)
     steps: list[dict[str, Any]] = []
@@ -74,11 +79,10 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
         with progress("simplifying with onnxsim", quiet=quiet):
             candidate, warning = simplify(candidate)
         steps.append({"name": "simplify", "changes": [], "skipped": [], "summary": {"warning": warning} if warning else {"applied": True}})
-    lossy = False
-    for pruning_pass in _passes(config):
-        _run_pass(pruning_pass, candidate)
-        steps.append(pruning_pass.report.to_dict())
-        lossy = lossy or _is_lossy(pruning_pass)
+    # Each pass says what it did and whether it kept the function exact; only those answers count here.
+    results = [pruning_pass(candidate) for pruning_pass in _passes(config)]
+    steps.extend(result.report.to_dict() for result in results)
+    lossy = any(not result.exact for result in results)
     finalize(candidate)
 
     pruned_cost = model_cost(candidate)
@@ -111,7 +115,7 @@ def finalize(model: ir.Model) -> None:
         for value in node.outputs:
             if not value.is_graph_output():
                 value.shape = None
-    common_passes.ShapeInferencePass(strict_mode=False, data_prop=True)(model)
+    infer_shapes(model)
 
 
 def save_model(model: ir.Model, path: str | os.PathLike, config: PruneConfig) -> None:
@@ -188,75 +192,25 @@ def build_report(
 def _passes(config: PruneConfig) -> list[PruningPass]:
     """The passes the config asks for, in the pipeline's fixed order."""
     passes: list[PruningPass] = []
-    if config.bypass or config.bypass_auto is not None or config.bypass_max_drift is not None:
-        passes.append(
-            LayerBypassPass(
-                LayerOptions(
-                    bypass=config.bypass,
-                    auto=config.bypass_auto,
-                    max_drift=config.bypass_max_drift,
-                    kinds=config.bypass_kinds,
-                    calibration=config.calibration,
-                    input_shapes=tuple(config.input_shapes().items()),
-                    samples=config.samples,
-                    seed=config.seed,
-                )
-            )
-        )
+    layers = config.options(LayerOptions)
+    if layers.selects_anything:
+        passes.append(LayerBypassPass(layers))
     if config.channel_ratio is not None:
-        passes.append(_channel_pass(config, config.channel_ratio))
+        passes.append(ChannelPruningPass(config.options(ChannelOptions)))
     weights_requested = _prunes_weights(config)
     if weights_requested:
-        passes.append(
-            WeightPruningPass(
-                WeightOptions(
-                    threshold=config.weight_threshold,
-                    sparsity=config.weight_sparsity,
-                    scope=config.weight_scope,
-                    pattern=config.weight_pattern,
-                    exclude=config.exclude,
-                    allow_empty=config.weight_allow_empty,
-                )
-            )
-        )
+        passes.append(WeightPruningPass(config.options(WeightOptions)))
     passes.append(CleanupPass())
     if weights_requested and config.dead_channels:
         # Weight pruning can zero whole filters; removing them is exact and makes the model faster.
-        passes.append(_channel_pass(config, 0.0))
+        channels = config.options(ChannelOptions)
+        passes.append(DeadChannelPass(min_channels=channels.min_channels, round_to=channels.round_to, exclude=channels.exclude))
     return passes
 
 
 def _prunes_weights(config: PruneConfig) -> bool:
-    return any(value is not None for value in (config.weight_threshold, config.weight_sparsity, config.weight_pattern))
-
-
-def _channel_pass(config: PruneConfig, ratio: float) -> PruningPass:
-    return ChannelPruningPass(
-        ChannelOptions(
-            ratio=ratio,
-            global_ranking=config.channel_global,
-            min_channels=config.min_channels,
-            round_to=config.round_to,
-            exclude=config.channel_exclude,
-            importance=config.importance,
-            remove_dead=config.dead_channels,
-        )
-    )
-
-
-def _run_pass(pruning_pass: PruningPass, model: ir.Model) -> None:
-    """Run one pass; a channel plan that fails its own validation leaves the model as it was, with the reason."""
-    try:
-        pruning_pass(model)
-    except ChannelPlanError as error:
-        pruning_pass.report.skip("all channel groups", f"the channel plan failed validation and was not applied: {error}")
-
-
-def _is_lossy(pruning_pass: PruningPass) -> bool:
-    """Whether the pass changed what the model computes (cleanup and dead-channel removal are exact)."""
-    if not pruning_pass.report.changes or pruning_pass.name not in ("layers", "channels", "weights"):
-        return False
-    return not (pruning_pass.name == "channels" and pruning_pass.options.ratio == 0.0)
+    """Whether any weight-pruning option is set (zeroed weights also make the compressed size worth measuring)."""
+    return config.options(WeightOptions).prunes_anything
 
 
 def _validation_failures(validation: Validation, lossy: bool) -> list[str]:

@@ -15,19 +15,19 @@ from onnxprune import ir as irx
 from onnxprune import runtime
 from onnxprune.analysis.cost import model_cost
 from onnxprune.options import WeightOptions
+from onnxprune.passes.base import PassReport
 from onnxprune.passes.cleanup import CleanupPass
 from onnxprune.passes.weights import WeightPruningPass
 from tests.conftest import make_model as _make_model
 from tests.conftest import run_onnx
 
 
-def _clean(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, CleanupPass]:
+def _clean(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
     model = irx.from_proto(proto)
-    cleanup = CleanupPass()
-    cleanup(model)
+    report = CleanupPass()(model).report
     cleaned = irx.to_proto(model)
     onnx.checker.check_model(cleaned, full_check=True)
-    return cleaned, cleanup
+    return cleaned, report
 
 
 def _assert_same_outputs(original: onnx.ModelProto, cleaned: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
@@ -57,19 +57,19 @@ def _conv_net(bias: np.ndarray, weight_scale: float = 1.0, batch: int | str = "N
 
 def test_zero_conv_bias_is_dropped() -> None:
     original = _conv_net(np.zeros(6, dtype=np.float32))
-    cleaned, cleanup = _clean(original)
+    cleaned, report = _clean(original)
     (conv,) = [node for node in cleaned.graph.node if node.op_type == "Conv"]
     assert list(conv.input) == ["x", "w"]
     assert [tensor.name for tensor in cleaned.graph.initializer] == ["w"]
-    assert cleanup.report.changes == [{"action": "zero_bias_dropped", "node": "Conv 'conv'", "bias": "b"}]
+    assert report.changes == [{"action": "zero_bias_dropped", "node": "Conv 'conv'", "bias": "b"}]
     _assert_same_outputs(original, cleaned, {"x": _x((2, 3, 5, 5))})
 
 
 def test_nonzero_conv_bias_is_kept() -> None:
     original = _conv_net(np.array([0, 0, 0, 1e-30, 0, 0], dtype=np.float32))
-    cleaned, cleanup = _clean(original)
+    cleaned, report = _clean(original)
     assert cleaned.SerializeToString() == irx.to_proto(irx.from_proto(original)).SerializeToString()
-    assert not cleanup.report.changes
+    assert not report.changes
 
 
 def _gemm(bias: np.ndarray | None, opset: int = 17, weight: np.ndarray | None = None, **attributes) -> onnx.ModelProto:
@@ -92,9 +92,9 @@ def test_zero_gemm_c_is_dropped_from_opset_11_and_kept_before() -> None:
     _assert_same_outputs(original, cleaned, {"x": _x((4, 5))})
 
     old = _gemm(np.zeros((1, 3), dtype=np.float32), opset=9)
-    kept, cleanup = _clean(old)
+    kept, report = _clean(old)
     assert list(kept.graph.node[0].input) == ["x", "w", "c"]
-    assert cleanup.report.skipped[0].target == "Gemm 'fc'" and "opset 11" in cleanup.report.skipped[0].reason
+    assert report.skipped[0].target == "Gemm 'fc'" and "opset 11" in report.skipped[0].reason
 
 
 NEUTRAL_CASES = [
@@ -121,11 +121,11 @@ def test_neutral_arithmetic_is_bypassed(op_type: str, operands: list[str], const
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
     )
-    cleaned, cleanup = _clean(original)
+    cleaned, report = _clean(original)
     assert [node.op_type for node in cleaned.graph.node] == ["Relu", "Tanh"]
     assert not cleaned.graph.initializer
-    assert cleanup.report.changes[0]["action"] == "neutral_bypassed"
-    assert cleanup.report.summary["nodes_before"] == 3 and cleanup.report.summary["nodes_after"] == 2
+    assert report.changes[0]["action"] == "neutral_bypassed"
+    assert report.summary["nodes_before"] == 3 and report.summary["nodes_after"] == 2
     _assert_same_outputs(original, cleaned, {"x": _x((3, 4))})
 
 
@@ -145,8 +145,8 @@ def test_non_neutral_arithmetic_is_left_alone(op_type: str, operands: list[str],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
     )
-    cleaned, cleanup = _clean(original)
-    assert len(cleaned.graph.node) == 2 and not cleanup.report.changes
+    cleaned, report = _clean(original)
+    assert len(cleaned.graph.node) == 2 and not report.changes
 
 
 def test_broadcasting_neutral_constant_is_kept_with_a_reason() -> None:
@@ -156,9 +156,9 @@ def test_broadcasting_neutral_constant_is_kept_with_a_reason() -> None:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])],
     )
-    cleaned, cleanup = _clean(original)
+    cleaned, report = _clean(original)
     assert len(cleaned.graph.node) == 2
-    assert cleanup.report.skipped[0].target == "Add 'widen'" and "rank" in cleanup.report.skipped[0].reason
+    assert report.skipped[0].target == "Add 'widen'" and "rank" in report.skipped[0].reason
     _assert_same_outputs(original, cleaned, {"x": _x((3, 4))})
 
 
@@ -192,10 +192,10 @@ def test_neutral_bypass_never_changes_result_shape_or_values(
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, declared)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"d{axis}" for axis in range(len(result_shape))])],
     )
-    cleaned, cleanup = _clean(original)
+    cleaned, report = _clean(original)
     bypassed = len(cleaned.graph.node) == 1
     assert bypassed == _bypass_expected(data_shape, constant_shape, symbolic_first)
-    assert bypassed or len(cleanup.report.skipped) == 1
+    assert bypassed or len(report.skipped) == 1
     _assert_same_outputs(original, cleaned, {"x": _x(tuple(data_shape))})
 
 
@@ -224,10 +224,10 @@ def test_bypass_that_would_rename_an_input_or_duplicate_an_output_is_declined(se
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
         outputs,
     )
-    cleaned, cleanup = _clean(original)
+    cleaned, report = _clean(original)
     assert len(cleaned.graph.node) == len(nodes)
-    assert cleanup.report.skipped[0].target == "Add 'add'"
-    assert ("already a graph output" if second_output else "graph input") in cleanup.report.skipped[0].reason
+    assert report.skipped[0].target == "Add 'add'"
+    assert ("already a graph output" if second_output else "graph input") in report.skipped[0].reason
     _assert_same_outputs(original, cleaned, {"x": _x((2, 3))})
 
 
@@ -236,11 +236,11 @@ def test_bypass_that_would_rename_an_input_or_duplicate_an_output_is_declined(se
 def test_all_zero_conv_becomes_its_broadcast_bias(batch: int | str, with_bias: bool) -> None:
     bias = np.arange(6, dtype=np.float32) - 2.5 if with_bias else np.zeros(6, np.float32)
     original = _conv_net(bias, weight_scale=0.0, batch=batch)
-    cleaned, cleanup = _clean(original)
+    cleaned, report = _clean(original)
     ops = [node.op_type for node in cleaned.graph.node]
     assert "Conv" not in ops and "Expand" in ops
     assert ("Shape" in ops) == (batch == "N")
-    assert cleanup.report.changes[0]["action"] == "zero_weight_replaced"
+    assert report.changes[0]["action"] == "zero_weight_replaced"
     assert "w" not in {tensor.name for tensor in cleaned.graph.initializer}
     if batch == 2:  # the cost model counts MACs on static shapes only
         assert model_cost(irx.from_proto(cleaned)).macs == 0 < model_cost(irx.from_proto(original)).macs
@@ -294,10 +294,10 @@ def test_all_zero_conv_with_symbolic_spatial_dims_is_kept_with_a_reason() -> Non
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, "H", "W"])],
     )
-    cleaned, cleanup = _clean(original)
+    cleaned, report = _clean(original)
     assert [node.op_type for node in cleaned.graph.node] == ["Conv"]
-    assert cleanup.report.skipped[0].target == "Conv 'conv'"
-    assert "symbolic and not copied from the input" in cleanup.report.skipped[0].reason
+    assert report.skipped[0].target == "Conv 'conv'"
+    assert "symbolic and not copied from the input" in report.skipped[0].reason
 
 
 def test_dead_nodes_and_initializers_are_removed() -> None:
@@ -310,9 +310,9 @@ def test_dead_nodes_and_initializers_are_removed() -> None:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
     )
-    cleaned, cleanup = _clean(original)
+    cleaned, report = _clean(original)
     assert [node.name for node in cleaned.graph.node] == ["live"] and not cleaned.graph.initializer
-    summary = cleanup.report.summary
+    summary = report.summary
     assert (summary["nodes_before"], summary["nodes_after"]) == (2, 1)
     assert (summary["initializers_before"], summary["initializers_after"]) == (2, 0)
 
@@ -339,9 +339,9 @@ def test_subgraphs_are_reported_as_not_cleaned() -> None:
         ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
     )
-    _, cleanup = _clean(original)
-    assert {skip.target for skip in cleanup.report.skipped} == {"If 'choose'"}
-    assert all("main graph only" in skip.reason for skip in cleanup.report.skipped)
+    _, report = _clean(original)
+    assert {skip.target for skip in report.skipped} == {"If 'choose'"}
+    assert all("main graph only" in skip.reason for skip in report.skipped)
 
 
 def test_cleanup_after_emptying_weights_is_exact_on_sample_models(sample_model: Path) -> None:
@@ -350,8 +350,7 @@ def test_cleanup_after_emptying_weights_is_exact_on_sample_models(sample_model: 
     # High global sparsity with allow_empty wipes the layers whose weights are all small.
     WeightPruningPass(WeightOptions(sparsity=0.95, scope="global", allow_empty=True))(model)
     pruned = irx.to_proto(model)
-    cleanup = CleanupPass()
-    cleanup(model)
+    CleanupPass()(model)
     cleaned = irx.to_proto(model)
     onnx.checker.check_model(cleaned, full_check=True)
     _assert_same_outputs(pruned, cleaned, feeds)

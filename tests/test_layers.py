@@ -18,6 +18,7 @@ from onnxprune import runtime
 from onnxprune.analysis.layer_candidates import find_bypass_candidates
 from onnxprune.errors import InputError
 from onnxprune.options import LayerOptions
+from onnxprune.passes.base import PassReport
 from onnxprune.passes.layers import RANDOM_DRIFT_WARNING, RANDOM_INPUTS_WARNING, LayerBypassPass
 from tests.conftest import MODELS_DIR, SAMPLE_MODELS, run_onnx
 
@@ -85,13 +86,13 @@ def _feeds(seed: int = 0) -> dict[str, np.ndarray]:
     return {"x": np.random.default_rng(seed).standard_normal((1, CHANNELS, SIDE, SIDE)).astype(np.float32)}
 
 
-def _run_pass(model: onnx.ModelProto | Path, **options) -> tuple[onnx.ModelProto, LayerBypassPass, bool]:
+def _run_pass(model: onnx.ModelProto | Path, **options) -> tuple[onnx.ModelProto, PassReport, bool]:
     ir_model = irx.load(model) if isinstance(model, Path) else irx.from_proto(model)
-    layer_pass = LayerBypassPass(LayerOptions(**options))
-    result = layer_pass(ir_model)
+    result = LayerBypassPass(LayerOptions(**options))(ir_model)
+    assert result.exact == (not result.modified), "a bypass changes what the model computes"
     proto = irx.to_proto(result.model)
     onnx.checker.check_model(proto, full_check=True)
-    return proto, layer_pass, result.modified
+    return proto, result.report, result.modified
 
 
 def _interface(model: onnx.ModelProto) -> list[tuple]:
@@ -123,14 +124,14 @@ def _ops(model: onnx.ModelProto) -> list[str]:
 @pytest.mark.parametrize("activation", [True, False])
 def test_residual_block_bypass_equals_model_built_without_it(op, skip_first, activation):
     blocks = [("Add", True, True), (op, skip_first, activation), ("Add", False, True)]
-    pruned, layer_pass, modified = _run_pass(chain_model(blocks), bypass=("b1_merge",))
+    pruned, report, modified = _run_pass(chain_model(blocks), bypass=("b1_merge",))
     expected = chain_model(blocks, drop=frozenset({1}))
     assert modified
     _assert_same_outputs(pruned, expected)
     assert sorted(_ops(pruned)) == sorted(_ops(expected))
     assert {i.name for i in pruned.graph.initializer} == {i.name for i in expected.graph.initializer}
     assert _interface(pruned) == _interface(expected)
-    (change,) = layer_pass.report.changes
+    (change,) = report.changes
     assert change["kind"] == "residual"
     assert set(change["removed_nodes"]) == {"b1_conv1", "b1_relu", "b1_conv2", "b1_merge"}
     assert set(change["removed_initializers"]) == {"b1_conv1_w", "b1_conv1_b", "b1_conv2_w", "b1_conv2_b"}
@@ -152,7 +153,7 @@ def test_bypassed_block_that_feeds_the_graph_output_keeps_the_output_name(activa
     onnx.checker.check_model(model, full_check=True)
     expected = chain_model(blocks, drop=frozenset({1}), head=False)
 
-    pruned, layer_pass, modified = _run_pass(model, bypass=("b1_merge",))
+    pruned, _, modified = _run_pass(model, bypass=("b1_merge",))
 
     assert modified
     assert _interface(pruned) == _interface(model)
@@ -164,10 +165,10 @@ def test_bypassed_block_that_feeds_the_graph_output_keeps_the_output_name(activa
 def test_block_merge_named_by_its_output_value_or_a_glob():
     blocks = [("Add", True, True)] * 3
     by_value, _, _ = _run_pass(chain_model(blocks), bypass=("m2",))
-    by_glob, layer_pass, _ = _run_pass(chain_model(blocks), bypass=("b[02]_merge",))
+    by_glob, report, _ = _run_pass(chain_model(blocks), bypass=("b[02]_merge",))
     _assert_same_outputs(by_value, chain_model(blocks, drop=frozenset({2})))
     _assert_same_outputs(by_glob, chain_model(blocks, drop=frozenset({0, 2})))
-    assert [change["name"] for change in layer_pass.report.changes] == ["b0_merge", "b2_merge"]
+    assert [change["name"] for change in report.changes] == ["b0_merge", "b2_merge"]
 
 
 @settings(max_examples=25, deadline=None)
@@ -179,10 +180,10 @@ def test_block_merge_named_by_its_output_value_or_a_glob():
 )
 def test_any_subset_of_blocks_bypassed_equals_the_chain_built_without_them(blocks, data):
     drop = data.draw(st.frozensets(st.integers(0, len(blocks) - 1), min_size=1))
-    pruned, layer_pass, modified = _run_pass(
+    pruned, report, modified = _run_pass(
         chain_model(blocks), bypass=tuple(f"b{index}_merge" for index in sorted(drop))
     )
-    assert modified and len(layer_pass.report.changes) == len(drop)
+    assert modified and len(report.changes) == len(drop)
     _assert_same_outputs(pruned, chain_model(blocks, drop=drop), seeds=(0,))
 
 
@@ -226,7 +227,7 @@ def test_torch_resnet_block_bypass_equals_the_net_without_that_block(tmp_path):
     for name, net in (("full", full), ("reduced", reduced)):
         torch.onnx.export(net, (sample,), tmp_path / f"{name}.onnx", dynamo=False, input_names=["x"], output_names=["logits"])
 
-    pruned, layer_pass, _ = _run_pass(tmp_path / "full.onnx", bypass=("/blocks/blocks.1/Add",))
+    pruned, report, _ = _run_pass(tmp_path / "full.onnx", bypass=("/blocks/blocks.1/Add",))
 
     expected = onnx.load(tmp_path / "reduced.onnx")
     assert _interface(pruned) == _interface(expected)
@@ -234,7 +235,7 @@ def test_torch_resnet_block_bypass_equals_the_net_without_that_block(tmp_path):
     for seed in range(3):
         feeds = {"x": np.random.default_rng(seed).standard_normal((1, 3, 12, 12)).astype(np.float32)}
         np.testing.assert_allclose(run_onnx(pruned, feeds)[0], run_onnx(expected, feeds)[0], rtol=RTOL, atol=ATOL)
-    assert layer_pass.report.changes[0]["removed_nodes"][-1] == "/blocks/blocks.1/Add"
+    assert report.changes[0]["removed_nodes"][-1] == "/blocks/blocks.1/Add"
 
 
 # --- single layers ---------------------------------------------------------------------------------
@@ -258,13 +259,13 @@ def test_layer_that_feeds_the_graph_output_is_bypassed_and_the_output_keeps_its_
     )
     expected = _layer_model([_conv("conv", "x", "y", 3, [])], initializers)
 
-    pruned, layer_pass, modified = _run_pass(model, bypass=("relu",))
+    pruned, report, modified = _run_pass(model, bypass=("relu",))
 
     assert modified and _ops(pruned) == ["Conv"]
     assert _interface(pruned) == _interface(model)
     assert pruned.graph.node[0].output[0] == "y"
     _assert_same_outputs(pruned, expected)
-    assert layer_pass.report.changes[0]["replaced_by"] == "c"
+    assert report.changes[0]["replaced_by"] == "c"
 
 
 def test_same_size_conv_and_batchnorm_bypassed_and_their_weights_removed():
@@ -284,11 +285,11 @@ def test_same_size_conv_and_batchnorm_bypassed_and_their_weights_removed():
         expected_initializers,
     )
 
-    pruned, layer_pass, _ = _run_pass(model, bypass=("conv2", "bn"))
+    pruned, report, _ = _run_pass(model, bypass=("conv2", "bn"))
 
     _assert_same_outputs(pruned, expected)
     assert {i.name for i in pruned.graph.initializer} == {i.name for i in expected.graph.initializer}
-    assert [change["name"] for change in layer_pass.report.changes] == ["conv2", "bn"]
+    assert [change["name"] for change in report.changes] == ["conv2", "bn"]
 
 
 def test_shared_initializer_survives_when_one_of_its_users_is_bypassed():
@@ -297,12 +298,12 @@ def test_shared_initializer_survives_when_one_of_its_users_is_bypassed():
     second = helper.make_node("Conv", ["c1", "conv1_w", "conv1_b"], ["y"], name="conv2", pads=[1, 1, 1, 1])
     model = _layer_model([first, second], initializers)
 
-    pruned, layer_pass, _ = _run_pass(model, bypass=("conv1",))
+    pruned, report, _ = _run_pass(model, bypass=("conv1",))
 
     assert [node.name for node in pruned.graph.node] == ["conv2"]
     assert {i.name for i in pruned.graph.initializer} == {"conv1_w", "conv1_b"}
-    assert layer_pass.report.changes[0]["removed_initializers"] == []
-    assert layer_pass.report.changes[0]["params_saved"] == 0
+    assert report.changes[0]["removed_initializers"] == []
+    assert report.changes[0]["params_saved"] == 0
 
 
 def test_clip_bypass_removes_its_constant_nodes():
@@ -312,9 +313,9 @@ def test_clip_bypass_removes_its_constant_nodes():
         helper.make_node("Clip", ["x", "lo", "hi"], ["c"], name="clip"),
         helper.make_node("Sigmoid", ["c"], ["y"], name="sigmoid"),
     ]
-    pruned, layer_pass, _ = _run_pass(_layer_model(nodes), bypass=("clip",))
+    pruned, report, _ = _run_pass(_layer_model(nodes), bypass=("clip",))
     assert _ops(pruned) == ["Sigmoid"]
-    assert set(layer_pass.report.changes[0]["removed_nodes"]) == {"clip", "lo", "hi"}
+    assert set(report.changes[0]["removed_nodes"]) == {"clip", "lo", "hi"}
 
 
 def test_square_gemm_is_bypassed_and_transposed_gemm_declined():
@@ -337,21 +338,21 @@ def test_drift_left_unmeasured_with_a_warning_when_inputs_cannot_be_generated():
     nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Sigmoid", ["r"], ["y"], name="sigmoid")]
     model = _layer_model(nodes, input_shape=("N", CHANNELS, "H", "W"))
     _, unmeasured, modified = _run_pass(model, bypass=("relu",))
-    assert modified and unmeasured.report.changes[0]["drift"] is None
-    (warning,) = unmeasured.report.summary["warnings"]
+    assert modified and unmeasured.changes[0]["drift"] is None
+    (warning,) = unmeasured.summary["warnings"]
     assert warning.startswith("drift not measured") and "--input-shape" in warning
     _, measured, _ = _run_pass(model, bypass=("relu",), input_shapes={"x": (1, CHANNELS, 3, 3)})
-    assert measured.report.changes[0]["drift"] > 0
-    assert measured.report.summary["warnings"] == [RANDOM_DRIFT_WARNING]
+    assert measured.changes[0]["drift"] > 0
+    assert measured.summary["warnings"] == [RANDOM_DRIFT_WARNING]
 
 
 def test_calibration_npz_with_fixed_batch_is_split_into_batches(tmp_path):
     rows = np.random.default_rng(0).standard_normal((5, CHANNELS, SIDE, SIDE)).astype(np.float32)
     np.savez(tmp_path / "calib.npz", x=rows)
     model = chain_model([("Add", True, True)] * 2)
-    _, layer_pass, _ = _run_pass(model, auto=1, calibration=str(tmp_path / "calib.npz"), samples=3)
-    assert layer_pass.report.summary["calibration_batches"] == 3
-    chosen = layer_pass.report.changes[0]
+    _, report, _ = _run_pass(model, auto=1, calibration=str(tmp_path / "calib.npz"), samples=3)
+    assert report.summary["calibration_batches"] == 3
+    chosen = report.changes[0]
     pruned, _, _ = _run_pass(model, bypass=(chosen["name"],))
     assert chosen["drift"] == pytest.approx(_relative_drift(pruned, model, [{"x": rows[i : i + 1]} for i in range(3)]), rel=1e-6)
     np.savez(tmp_path / "wrong.npz", x=rows[:, :2])
@@ -366,12 +367,11 @@ def _declined_untouched(model: onnx.ModelProto | Path, pattern: str) -> str:
     """Run a name selection that must be declined; the model's bytes must not change. Returns the reason."""
     ir_model = irx.load(model) if isinstance(model, Path) else irx.from_proto(model)
     before = irx.to_proto(ir_model).SerializeToString()
-    layer_pass = LayerBypassPass(LayerOptions(bypass=(pattern,)))
-    result = layer_pass(ir_model)
-    assert not result.modified
+    result = LayerBypassPass(LayerOptions(bypass=(pattern,)))(ir_model)
+    assert not result.modified and result.exact
     assert irx.to_proto(result.model).SerializeToString() == before
-    assert layer_pass.report.changes == []
-    (skip,) = layer_pass.report.skipped
+    assert result.report.changes == []
+    (skip,) = result.report.skipped
     assert skip.target == pattern
     return skip.reason
 
@@ -456,10 +456,10 @@ def test_extra_used_output_is_declined():
 
 def test_layer_inside_a_bypassed_block_is_reported_as_removed_with_it():
     blocks = [("Add", True, True)] * 2
-    pruned, layer_pass, _ = _run_pass(chain_model(blocks), bypass=("b1_conv2", "b1_merge"))
+    pruned, report, _ = _run_pass(chain_model(blocks), bypass=("b1_conv2", "b1_merge"))
     _assert_same_outputs(pruned, chain_model(blocks, drop=frozenset({1})))
-    assert [change["name"] for change in layer_pass.report.changes] == ["b1_merge"]
-    assert [(skip.target, skip.reason) for skip in layer_pass.report.skipped] == [
+    assert [change["name"] for change in report.changes] == ["b1_merge"]
+    assert [(skip.target, skip.reason) for skip in report.skipped] == [
         ("b1_conv2", "removed together with 'b1_merge'")
     ]
 
@@ -547,9 +547,9 @@ def test_auto_on_resnet_mini_bypasses_the_least_harmful_blocks():
     names = [c.name for c in find_bypass_candidates(irx.load(path))[0] if c.kind == "residual"]
     solo = {name: _relative_drift(_run_pass(path, bypass=(name,))[0], original, feeds) for name in names}
 
-    pruned, layer_pass, modified = _run_pass(path, auto=2, kinds=("residual",), samples=2, seed=0)
+    pruned, report, modified = _run_pass(path, auto=2, kinds=("residual",), samples=2, seed=0)
 
-    changes = layer_pass.report.changes
+    changes = report.changes
     assert modified and [change["kind"] for change in changes] == ["residual", "residual"]
     assert _ops(pruned).count("Add") == _ops(original).count("Add") - 2
     first, second = changes
@@ -559,7 +559,7 @@ def test_auto_on_resnet_mini_bypasses_the_least_harmful_blocks():
     assert set(second["scores"]) == set(names) - {first["name"]}
     assert second["drift"] == pytest.approx(_relative_drift(pruned, original, feeds), rel=1e-6)
     assert first["macs_saved"] > 0 and second["params_saved"] > 0
-    summary = layer_pass.report.summary
+    summary = report.summary
     assert summary["macs_before"] - summary["macs_after"] == first["macs_saved"] + second["macs_saved"]
     assert summary["warnings"] == [RANDOM_INPUTS_WARNING]
     assert _interface(pruned) == _interface(original)
@@ -568,30 +568,30 @@ def test_auto_on_resnet_mini_bypasses_the_least_harmful_blocks():
 def test_max_drift_stops_before_the_threshold_and_says_why():
     path = MODELS_DIR / "resnet_mini.onnx"
     _, probe, _ = _run_pass(path, auto=1, kinds=("residual",), samples=1)
-    threshold = probe.report.changes[0]["drift"] * 1.01
-    pruned, layer_pass, modified = _run_pass(path, max_drift=threshold, kinds=("residual",), samples=1)
-    assert modified and len(layer_pass.report.changes) == 1
-    assert all(change["drift"] <= threshold for change in layer_pass.report.changes)
-    assert "would raise the drift" in layer_pass.report.summary["stopped"]
+    threshold = probe.changes[0]["drift"] * 1.01
+    _, report, modified = _run_pass(path, max_drift=threshold, kinds=("residual",), samples=1)
+    assert modified and len(report.changes) == 1
+    assert all(change["drift"] <= threshold for change in report.changes)
+    assert "would raise the drift" in report.summary["stopped"]
     _, nothing, modified = _run_pass(path, max_drift=0.0, kinds=("residual",), samples=1)
-    assert not modified and nothing.report.changes == []
+    assert not modified and nothing.changes == []
 
 
 def test_calibration_npz_is_used_without_the_random_input_warning():
     path = MODELS_DIR / "digits_cnn.onnx"
-    pruned, layer_pass, modified = _run_pass(path, auto=1, calibration=str(MODELS_DIR / "digits_test.npz"))
-    summary = layer_pass.report.summary
+    pruned, report, modified = _run_pass(path, auto=1, calibration=str(MODELS_DIR / "digits_test.npz"))
+    summary = report.summary
     assert modified and summary["warnings"] == [] and summary["calibration_batches"] == 1
     data = np.load(MODELS_DIR / "digits_test.npz")
     drift = _relative_drift(pruned, onnx.load(path), [{"input": data["input"]}])
-    assert layer_pass.report.changes[0]["drift"] == pytest.approx(drift, rel=1e-6)
+    assert report.changes[0]["drift"] == pytest.approx(drift, rel=1e-6)
 
 
 @pytest.mark.parametrize("model_path", SAMPLE_MODELS, ids=[path.stem for path in SAMPLE_MODELS])
 def test_every_sample_model_stays_valid_and_runnable_after_auto_bypass(model_path):
     original = onnx.load(model_path)
-    pruned, layer_pass, modified = _run_pass(model_path, auto=1, samples=1)
-    assert modified and len(layer_pass.report.changes) == 1
+    pruned, report, modified = _run_pass(model_path, auto=1, samples=1)
+    assert modified and len(report.changes) == 1
     assert _interface(pruned) == _interface(original)
     specs = runtime.input_specs(irx.load(model_path))
     feeds = runtime.random_inputs(specs, 7)

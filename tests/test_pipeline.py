@@ -7,9 +7,13 @@ import json
 import re
 from pathlib import Path
 
+import onnx_ir as ir
 import pytest
 
+from onnxprune import ir as irx
 from onnxprune.cli import main
+from onnxprune.passes.base import PruningResult
+from onnxprune.passes.cleanup import CleanupPass
 from tests.conftest import MODELS_DIR, REPO
 
 CONVNET = MODELS_DIR / "convnet2.onnx"
@@ -164,13 +168,33 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert (tmp_path / "pruned.onnx").exists()
 
 
+def test_drift_after_only_exact_passes_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass that declares itself exact but changes the function must not get through: the run fails, nothing is written."""
+    exact_call = CleanupPass.call
+
+    def perturbing_call(self: CleanupPass, model: ir.Model) -> PruningResult:
+        result = exact_call(self, model)
+        weight = next(node.inputs[1] for node in model.graph if node.op_type == "Conv")
+        irx.set_constant(weight, irx.constant_array(weight) * 2)
+        assert result.exact
+        return result
+
+    monkeypatch.setattr(CleanupPass, "call", perturbing_call)
+    code, report, out = _prune(tmp_path, "--no-bench", model=CONVNET)
+    assert code == 1 and not out.exists()
+    assert report["lossy"] is False and not report["validation"]["passed"]
+    assert report["failures"] and all("although no lossy pass ran" in failure for failure in report["failures"])
+    assert "drifted" in report["failures"][0]
+
+
 def test_failed_channel_plan_leaves_the_model_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from onnxprune.passes import channels
+    from onnxprune.passes import channel_apply
+    from onnxprune.passes.channel_plan import ChannelPlanError
 
-    def failing_call(self: channels.ChannelPruningPass, model: object) -> None:
-        raise channels.ChannelPlanError("shapes disagree after the trial")
+    def failing_check(*_: object) -> None:
+        raise ChannelPlanError("shapes disagree after the trial")
 
-    monkeypatch.setattr(channels.ChannelPruningPass, "call", failing_call)
+    monkeypatch.setattr(channel_apply, "check_on_copy", failing_check)
     code, report, out = _prune(tmp_path, "--channel-ratio", "0.5", model=CONVNET)
     assert code == 0 and out.exists()
     step = next(step for step in report["passes"] if step["name"] == "channels")
@@ -179,7 +203,7 @@ def test_failed_channel_plan_leaves_the_model_and_says_why(tmp_path: Path, monke
 
 
 def test_weight_pruning_reports_smaller_compressed_size(tmp_path: Path) -> None:
-    code, report, out = _prune(tmp_path, "--weight-sparsity", "0.9", "--no-dead-channels", "--no-bench")
+    code, report, _ = _prune(tmp_path, "--weight-sparsity", "0.9", "--no-dead-channels", "--no-bench")
     assert code == 0
     original, pruned = report["original"], report["pruned"]
     assert pruned["params"] == original["params"], "zeroed weights stay stored dense"

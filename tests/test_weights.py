@@ -15,6 +15,7 @@ from onnxprune import ir as irx
 from onnxprune import runtime
 from onnxprune.errors import InputError
 from onnxprune.options import WeightOptions
+from onnxprune.passes.base import PassReport
 from onnxprune.passes.cleanup import CleanupPass
 from onnxprune.passes.weights import DENSE_RUNTIME_NOTE, WeightPruningPass
 from tests.conftest import make_model as _make_model
@@ -52,13 +53,12 @@ def _cnn(seed: int = 0, tiny_scale: float = 1.0) -> onnx.ModelProto:
     )
 
 
-def _prune(proto: onnx.ModelProto, options: WeightOptions) -> tuple[onnx.ModelProto, WeightPruningPass]:
+def _prune(proto: onnx.ModelProto, options: WeightOptions) -> tuple[onnx.ModelProto, PassReport]:
     model = irx.from_proto(proto)
-    weight_pass = WeightPruningPass(options)
-    weight_pass(model)
+    report = WeightPruningPass(options)(model).report
     pruned = irx.to_proto(model)
     onnx.checker.check_model(pruned, full_check=True)
-    return pruned, weight_pass
+    return pruned, report
 
 
 def _arrays(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -72,7 +72,7 @@ def _feeds(seed: int = 0, batch: int = 2) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("threshold", [0.0, 0.3, 1.0, 2.5])
 def test_threshold_zeroes_small_weights_and_nothing_else(threshold: float) -> None:
     original = _cnn()
-    pruned, weight_pass = _prune(original, WeightOptions(threshold=threshold))
+    pruned, report = _prune(original, WeightOptions(threshold=threshold))
     before, after = _arrays(original), _arrays(pruned)
     for name in SELECTED:
         small = np.abs(before[name]) <= threshold
@@ -82,14 +82,14 @@ def test_threshold_zeroes_small_weights_and_nothing_else(threshold: float) -> No
             assert np.all(after[name][small] == 0)
     for name in ("b1", "shape", "cg"):
         assert after[name].tobytes() == before[name].tobytes() and after[name].dtype == before[name].dtype
-    assert weight_pass.report.summary["tensors"] == len(SELECTED)
+    assert report.summary["tensors"] == len(SELECTED)
     run_onnx(pruned, _feeds())
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.25, 0.5, 0.77, 0.9, 0.999])
 def test_tensor_sparsity_hits_round_s_times_size_with_smallest_magnitudes(sparsity: float) -> None:
     original = _cnn()
-    pruned, weight_pass = _prune(original, WeightOptions(sparsity=sparsity))
+    pruned, report = _prune(original, WeightOptions(sparsity=sparsity))
     before, after = _arrays(original), _arrays(pruned)
     for name in SELECTED:
         zeros = int(np.count_nonzero(after[name] == 0))
@@ -100,7 +100,7 @@ def test_tensor_sparsity_hits_round_s_times_size_with_smallest_magnitudes(sparsi
         kept = np.abs(before[name][after[name] != 0])
         if removed.size and kept.size:
             assert removed.max() <= kept.min()
-    entries = {entry["tensor"]: entry for entry in weight_pass.report.changes}
+    entries = {entry["tensor"]: entry for entry in report.changes}
     assert set(entries) == (set(SELECTED) if sparsity > 0 else set())
     if sparsity > 0:
         assert entries["w1"]["nonzero_after"] == int(np.count_nonzero(after["w1"]))
@@ -110,14 +110,14 @@ def test_tensor_sparsity_hits_round_s_times_size_with_smallest_magnitudes(sparsi
 @pytest.mark.parametrize("sparsity", [0.3, 0.6, 0.85])
 def test_global_sparsity_hits_overall_target_by_global_rank(sparsity: float) -> None:
     original = _cnn()
-    pruned, weight_pass = _prune(original, WeightOptions(sparsity=sparsity, scope="global"))
+    pruned, report = _prune(original, WeightOptions(sparsity=sparsity, scope="global"))
     before, after = _arrays(original), _arrays(pruned)
     total = sum(before[name].size for name in SELECTED)
     zeros = sum(int(np.count_nonzero(after[name] == 0)) for name in SELECTED)
     assert zeros == round(sparsity * total)
-    assert weight_pass.report.summary["zeros_after"] == zeros
-    assert weight_pass.report.summary["sparsity_after"] == pytest.approx(zeros / total)
-    assert not weight_pass.report.summary["guarded"]
+    assert report.summary["zeros_after"] == zeros
+    assert report.summary["sparsity_after"] == pytest.approx(zeros / total)
+    assert not report.summary["guarded"]
     removed = np.concatenate([np.abs(before[name][after[name] == 0]) for name in SELECTED])
     kept = np.concatenate([np.abs(before[name][after[name] != 0]) for name in SELECTED])
     assert removed.max() <= kept.min()
@@ -143,13 +143,13 @@ def test_pruning_is_deterministic(options: WeightOptions) -> None:
 
 def test_global_guard_keeps_the_largest_weight_of_a_tiny_layer() -> None:
     original = _cnn(tiny_scale=1e-4)
-    pruned, weight_pass = _prune(original, WeightOptions(sparsity=0.9, scope="global"))
+    pruned, report = _prune(original, WeightOptions(sparsity=0.9, scope="global"))
     before, after = _arrays(original), _arrays(pruned)
     assert np.count_nonzero(after["w2"]) == 1
     largest = np.argmax(np.abs(before["w2"]))
     assert after["w2"].ravel()[largest] == before["w2"].ravel()[largest]
-    assert weight_pass.report.summary["guarded"] == ["w2"]
-    assert [entry["guarded"] for entry in weight_pass.report.changes if entry["tensor"] == "w2"] == [True]
+    assert report.summary["guarded"] == ["w2"]
+    assert [entry["guarded"] for entry in report.changes if entry["tensor"] == "w2"] == [True]
     # The global target is still met exactly: another tensor gives up one more weight instead.
     total = sum(before[name].size for name in SELECTED)
     assert sum(int(np.count_nonzero(after[name] == 0)) for name in SELECTED) == round(0.9 * total)
@@ -158,9 +158,9 @@ def test_global_guard_keeps_the_largest_weight_of_a_tiny_layer() -> None:
 
 def test_global_allow_empty_lets_a_tiny_layer_be_wiped() -> None:
     original = _cnn(tiny_scale=1e-4)
-    pruned, weight_pass = _prune(original, WeightOptions(sparsity=0.9, scope="global", allow_empty=True))
+    pruned, report = _prune(original, WeightOptions(sparsity=0.9, scope="global", allow_empty=True))
     assert not np.any(_arrays(pruned)["w2"])
-    assert weight_pass.report.summary["guarded"] == []
+    assert report.summary["guarded"] == []
 
 
 def test_threshold_guard_keeps_one_weight_unless_allowed_empty() -> None:
@@ -235,9 +235,9 @@ def test_n_m_pattern_follows_gemm_k_axis_and_matmul_rows(trans_b: int) -> None:
 
 
 def test_n_m_pattern_skips_an_axis_that_is_not_a_multiple_of_m() -> None:
-    pruned, weight_pass = _prune(_cnn(), WeightOptions(pattern="2:8"))
+    pruned, report = _prune(_cnn(), WeightOptions(pattern="2:8"))
     # w1 has 4 input channels, w2 8, wg K=8, wm K=12.
-    skipped = {skip.target: skip.reason for skip in weight_pass.report.skipped}
+    skipped = {skip.target: skip.reason for skip in report.skipped}
     assert set(skipped) == {"w1", "wm"}
     assert "not a multiple of M=8" in skipped["w1"]
     assert _arrays(pruned)["w1"].tobytes() == _arrays(_cnn())["w1"].tobytes()
@@ -261,18 +261,18 @@ def _shared_matmuls(trans_b_second: int | None = None) -> onnx.ModelProto:
 
 
 def test_shared_weight_is_pruned_once_for_all_its_users() -> None:
-    pruned, weight_pass = _prune(_shared_matmuls(), WeightOptions(sparsity=0.5))
-    assert [entry["tensor"] for entry in weight_pass.report.changes] == ["w"]
-    assert weight_pass.report.changes[0]["consumers"] == ["MatMul 'first'", "MatMul 'second'"]
+    pruned, report = _prune(_shared_matmuls(), WeightOptions(sparsity=0.5))
+    assert [entry["tensor"] for entry in report.changes] == ["w"]
+    assert report.changes[0]["consumers"] == ["MatMul 'first'", "MatMul 'second'"]
     assert len(pruned.graph.initializer) == 1
     assert np.count_nonzero(_arrays(pruned)["w"] == 0) == 32
 
 
 def test_shared_weight_with_disagreeing_reduction_axes_is_skipped_for_n_m() -> None:
-    pruned, weight_pass = _prune(_shared_matmuls(trans_b_second=1), WeightOptions(pattern="2:4"))
-    assert [skip.target for skip in weight_pass.report.skipped] == ["w"]
-    assert "different axes" in weight_pass.report.skipped[0].reason
-    assert not weight_pass.report.changes
+    _, report = _prune(_shared_matmuls(trans_b_second=1), WeightOptions(pattern="2:4"))
+    assert [skip.target for skip in report.skipped] == ["w"]
+    assert "different axes" in report.skipped[0].reason
+    assert not report.changes
     agreeing, _ = _prune(_shared_matmuls(trans_b_second=0), WeightOptions(pattern="2:4"))
     _assert_pattern(_arrays(_shared_matmuls())["w"], _arrays(agreeing)["w"], axis=0, keep=2, group=4)
 
@@ -282,8 +282,8 @@ def test_shared_weight_with_disagreeing_reduction_axes_is_skipped_for_n_m() -> N
     [(("w1",), "(tensor name)"), (("con*1",), "(node 'conv1')"), (("fc", "w?"), "")],
 )
 def test_exclude_globs_match_tensor_and_node_names(exclude: tuple[str, ...], reason: str) -> None:
-    pruned, weight_pass = _prune(_cnn(), WeightOptions(sparsity=0.5, exclude=exclude))
-    skipped = {skip.target: skip.reason for skip in weight_pass.report.skipped}
+    pruned, report = _prune(_cnn(), WeightOptions(sparsity=0.5, exclude=exclude))
+    skipped = {skip.target: skip.reason for skip in report.skipped}
     assert "w1" in skipped and reason in skipped["w1"] and "excluded by pattern" in skipped["w1"]
     assert _arrays(pruned)["w1"].tobytes() == _arrays(_cnn())["w1"].tobytes()
     if exclude == ("fc", "w?"):
@@ -318,13 +318,13 @@ def test_weights_that_must_not_change_are_skipped_with_reasons() -> None:
         ],
     )
     original = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    pruned, weight_pass = _prune(original, WeightOptions(sparsity=0.9))
-    skipped = {skip.target: skip.reason for skip in weight_pass.report.skipped}
+    pruned, report = _prune(original, WeightOptions(sparsity=0.9))
+    skipped = {skip.target: skip.reason for skip in report.skipped}
     assert "graph input" in skipped["w_input"]
     assert "also read by Add 'add_weight'" in skipped["w_shared_use"]
     assert "INT32" in skipped["w_int"]
     assert "computed at run time" in skipped["Gemm 'computed'"]
-    assert not weight_pass.report.changes
+    assert not report.changes
     before, after = _arrays(original), _arrays(pruned)
     assert set(after) == set(before)
     assert all(after[name].tobytes() == before[name].tobytes() for name in before)
@@ -348,9 +348,9 @@ def test_weight_inside_a_subgraph_is_skipped() -> None:
         ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
     )
-    _, weight_pass = _prune(original, WeightOptions(sparsity=0.5))
-    assert weight_pass.report.skipped and all("subgraph" in skip.reason for skip in weight_pass.report.skipped)
-    assert not weight_pass.report.changes
+    _, report = _prune(original, WeightOptions(sparsity=0.5))
+    assert report.skipped and all("subgraph" in skip.reason for skip in report.skipped)
+    assert not report.changes
 
 
 def test_constant_node_weight_becomes_an_initializer_of_the_same_name() -> None:
@@ -403,20 +403,20 @@ def test_options_accept_a_list_of_excludes_numpy_numbers_and_parse_the_pattern()
 
 
 def test_report_states_that_dense_runtimes_do_not_speed_up() -> None:
-    _, weight_pass = _prune(_cnn(), WeightOptions(sparsity=0.5))
-    summary = weight_pass.report.summary
+    _, report = _prune(_cnn(), WeightOptions(sparsity=0.5))
+    summary = report.summary
     assert summary["note"] == DENSE_RUNTIME_NOTE and "does not run faster" in summary["note"]
     assert summary["params"] == 288 + 64 + 96 + 48
     assert summary["zeros_before"] == 0 and summary["sparsity_after"] == pytest.approx(0.5, abs=1 / 496)
-    entry = weight_pass.report.changes[0]
+    entry = report.changes[0]
     assert entry["dense_bytes"] == 288 * 4 and entry["coo_bytes"] == entry["nonzero_after"] * 12
 
 
 def test_nothing_to_do_reports_unmodified_with_no_changes() -> None:
     model = irx.from_proto(_cnn())
-    weight_pass = WeightPruningPass(WeightOptions(threshold=0.0))
-    assert not weight_pass(model).modified
-    assert weight_pass.report.changes == [] and weight_pass.report.summary["tensors"] == len(SELECTED)
+    result = WeightPruningPass(WeightOptions(threshold=0.0))(model)
+    assert not result.modified and result.exact
+    assert result.report.changes == [] and result.report.summary["tensors"] == len(SELECTED)
 
 
 def test_main_graph_weight_also_read_inside_a_subgraph_is_skipped() -> None:
@@ -439,8 +439,8 @@ def test_main_graph_weight_also_read_inside_a_subgraph_is_skipped() -> None:
         ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
     )
-    pruned, weight_pass = _prune(original, WeightOptions(sparsity=0.5))
-    reasons = [skip.reason for skip in weight_pass.report.skipped if skip.target == "w"]
+    pruned, report = _prune(original, WeightOptions(sparsity=0.5))
+    reasons = [skip.reason for skip in report.skipped if skip.target == "w"]
     assert any("read inside a subgraph" in reason for reason in reasons)
     assert _arrays(pruned)["w"].tobytes() == _arrays(original)["w"].tobytes()
 
@@ -455,8 +455,8 @@ def test_plain_graph_input_weight_is_reported() -> None:
         ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])],
     )
-    _, weight_pass = _prune(original, WeightOptions(sparsity=0.5))
-    assert [(skip.target, skip.reason) for skip in weight_pass.report.skipped] == [
+    _, report = _prune(original, WeightOptions(sparsity=0.5))
+    assert [(skip.target, skip.reason) for skip in report.skipped] == [
         ("Conv 'conv'", "weight 'w' is a graph input, fed at run time")
     ]
 
@@ -470,15 +470,15 @@ def test_sample_models_stay_valid_and_runnable(sample_model: Path, options: Weig
     model = irx.load(sample_model)
     feeds = runtime.random_inputs(runtime.input_specs(model), seed=0)
     expected_shapes = [output.shape for output in run_onnx(irx.to_proto(model), feeds)]
-    weight_pass = WeightPruningPass(options)
-    assert weight_pass(model).modified
+    result = WeightPruningPass(options)(model)
+    assert result.modified and not result.exact
     CleanupPass()(model)
     proto = irx.to_proto(model)
     onnx.checker.check_model(proto, full_check=True)
     outputs = run_onnx(proto, feeds)
     assert [output.shape for output in outputs] == expected_shapes
     assert all(np.all(np.isfinite(output)) for output in outputs)
-    summary = weight_pass.report.summary
+    summary = result.report.summary
     assert summary["tensors"] > 0 and summary["sparsity_after"] > summary["sparsity_before"]
     if options.sparsity is not None:
         assert summary["sparsity_after"] >= options.sparsity - 1 / summary["params"] * summary["tensors"]

@@ -1,7 +1,8 @@
 """Cost model: parameters, multiply-accumulates, node counts, from inferred shapes.
 
 MACs are what channel pruning reduces, so they are counted exactly for the
-ops that dominate a CNN's run time (Conv, ConvTranspose, Gemm, MatMul).  Every
+ops that dominate a CNN's run time, the weight ops of
+:mod:`onnxprune.analysis.weight_ops` (each entry knows its formula).  Every
 other op is counted as one operation per output element (``elementwise_ops``),
 which keeps the two kinds of work apart instead of mixing them in one number.
 Shapes come from onnx shape inference on a copy, so the model is never
@@ -18,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import onnx_ir as ir
-import onnx_ir.passes.common as common_passes
 
 from onnxprune import ir as irx
-
-_MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+from onnxprune.analysis.shapes import infer_shapes
+from onnxprune.analysis.weight_ops import static_dims, weight_op
 
 
 @dataclass
@@ -45,9 +45,10 @@ class Cost:
 
 def model_cost(model: ir.Model, path: str | os.PathLike | None = None) -> Cost:
     """Measure ``model``; ``path`` adds the size of the file it came from (with external data)."""
+    # A clone: the batch is fixed and shapes inferred without touching ``model``.
     shaped = model.clone()
     _fix_symbolic_batch(shaped)
-    common_passes.ShapeInferencePass(strict_mode=False, data_prop=True)(shaped)
+    infer_shapes(shaped)
     histogram: Counter[str] = Counter()
     macs = elementwise = nodes = 0
     unknown: list[str] = []
@@ -56,14 +57,15 @@ def model_cost(model: ir.Model, path: str | os.PathLike | None = None) -> Cost:
         histogram[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"] += 1
         if node.op_type == "Constant":
             continue
-        if node.domain in ("", "ai.onnx") and node.op_type in _MAC_OPS:
-            count = _node_macs(node)
-            if count is None:
-                unknown.append(node.name or node.op_type)
-            else:
-                macs += count
+        op = weight_op(node)
+        if op is None:
+            elementwise += sum(math.prod(dims) for output in node.outputs if (dims := static_dims(output)) is not None)
+            continue
+        count = op.macs(node)
+        if count is None:
+            unknown.append(node.name or node.op_type)
         else:
-            elementwise += sum(_numel(output) or 0 for output in node.outputs)
+            macs += count
     params, weight_bytes = _parameters(model)
     return Cost(
         params=params,
@@ -113,45 +115,3 @@ def _parameters(model: ir.Model) -> tuple[int, int]:
         if tensor.dtype.is_floating_point():
             params += math.prod(tensor.shape.numpy())
     return params, weight_bytes
-
-
-def _static_dims(value: ir.Value | None) -> tuple[int, ...] | None:
-    if value is None or value.shape is None or not value.shape.is_static():
-        return None
-    return tuple(int(dim) for dim in value.shape)
-
-
-def _numel(value: ir.Value | None) -> int | None:
-    dims = _static_dims(value)
-    return None if dims is None else math.prod(dims)
-
-
-def _node_macs(node: ir.Node) -> int | None:
-    """Multiply-accumulates of one Conv/ConvTranspose/Gemm/MatMul, or None when shapes are unknown."""
-    weight = _static_dims(node.inputs[1]) if len(node.inputs) > 1 else None
-    if node.op_type == "Conv":
-        output = _numel(node.outputs[0])
-        if output is None or weight is None:
-            return None
-        return output * math.prod(weight[1:])
-    if node.op_type == "ConvTranspose":
-        data = _numel(node.inputs[0])
-        if data is None or weight is None:
-            return None
-        # Weight is [C_in, C_out / group, k...]: each input element feeds C_out / group * k outputs.
-        return data * math.prod(weight[1:])
-    if node.op_type == "Gemm":
-        first = _static_dims(node.inputs[0])
-        if first is None or weight is None:
-            return None
-        inner = first[0] if node.attributes.get_int("transA", 0) else first[1]
-        outer = weight[0] if node.attributes.get_int("transB", 0) else weight[1]
-        rows = first[1] if node.attributes.get_int("transA", 0) else first[0]
-        return rows * inner * outer
-    # MatMul: every output element is a dot product over the shared axis.
-    first = _static_dims(node.inputs[0])
-    output = _numel(node.outputs[0])
-    if first is None or output is None:
-        return None
-    return output * first[-1]
-

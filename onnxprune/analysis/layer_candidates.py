@@ -22,28 +22,26 @@ that could not be inferred).
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import onnx_ir as ir
-import onnx_ir.passes.common as common_passes
 
 from onnxprune import ir as irx
+from onnxprune.analysis.shapes import ShapeFacts
+from onnxprune.analysis.weight_ops import WEIGHT_OPS
 from onnxprune.passes.base import Skip
 
 RESIDUAL = "residual"
 LAYER = "layer"
 KINDS = (RESIDUAL, LAYER)
 
-# Ops whose output can take their data input's place when the shapes agree.
-# Softmax-like output heads and elementwise ops with two computed operands are
-# deliberately absent: they are not "layers" a network can lose.
-LAYER_OPS = frozenset(
+# Ops whose output can take their data input's place when the shapes agree:
+# the weight ops except ConvTranspose (a layer that is there to upsample), and
+# the ops below.  Softmax-like output heads and elementwise ops with two computed
+# operands are deliberately absent: they are not "layers" a network can lose.
+LAYER_OPS = frozenset(WEIGHT_OPS.keys() - {"ConvTranspose"}) | frozenset(
     {
-        "Conv",
-        "Gemm",
-        "MatMul",
         "BatchNormalization",
         "InstanceNormalization",
         "LayerNormalization",
@@ -97,7 +95,7 @@ class Candidate:
     @property
     def name(self) -> str:
         """Node name, or the output's name for an unnamed node."""
-        return node_label(self.anchor)
+        return bypass_name(self.anchor)
 
     def matches(self, pattern: str) -> bool:
         """Whether a name or glob selects this candidate (node name or output value name)."""
@@ -111,7 +109,7 @@ class Candidate:
             "op_type": self.anchor.op_type,
             "output": self.output.name,
             "replaced_by": self.source.name,
-            "removed_nodes": [node_label(node) for node in self.nodes],
+            "removed_nodes": [bypass_name(node) for node in self.nodes],
         }
 
     def transferred(self, source_model: ir.Model, target_model: ir.Model) -> Candidate:
@@ -121,12 +119,13 @@ class Candidate:
         position and initializers by name.
         """
         node_map = dict(zip(source_model.graph, target_model.graph, strict=True))
-        producer = self.source.producer()
-        if producer is not None:
-            source = node_map[producer].outputs[self.source.index()]
+        producer, index = self.source.producer(), self.source.index()
+        if producer is not None and index is not None:
+            source = node_map[producer].outputs[index]
         elif self.source.is_graph_input():
             source = target_model.graph.inputs[list(source_model.graph.inputs).index(self.source)]
         else:
+            assert self.source.name is not None, "an initializer always has a name"
             source = target_model.graph.initializers[self.source.name]
         return Candidate(self.kind, node_map[self.anchor], source, tuple(node_map[node] for node in self.nodes))
 
@@ -143,8 +142,13 @@ class Declined(Skip):
         return Skip(self.target, self.reason)
 
 
-def node_label(node: ir.Node) -> str:
-    """How a node is named to the user: its name, else its first output's name."""
+def bypass_name(node: ir.Node) -> str:
+    """The name a user selects a node by in ``bypass``: its name, else its first output's name.
+
+    Reports list candidates and removed nodes by this name rather than by
+    :func:`onnxprune.ir.node_label`, so that a name read from a report can be
+    passed back to ``bypass`` as it is.
+    """
     if node.name:
         return node.name
     if node.outputs and node.outputs[0].name:
@@ -154,17 +158,20 @@ def node_label(node: ir.Node) -> str:
 
 def matches_node(node: ir.Node, pattern: str) -> bool:
     """Glob match (case-sensitive) against a node's name and its outputs' names."""
-    names = [node.name or ""] + [value.name or "" for value in node.outputs]
-    return any(name and fnmatch.fnmatchcase(name, pattern) for name in names)
+    names = [node.name, *(value.name for value in node.outputs)]
+    return any(irx.matching_pattern(name, (pattern,)) for name in names)
 
 
-def find_bypass_candidates(model: ir.Model) -> tuple[list[Candidate], list[Declined]]:
+def find_bypass_candidates(model: ir.Model, shapes: ShapeFacts | None = None) -> tuple[list[Candidate], list[Declined]]:
     """Every bypassable layer and residual block of the main graph, and every decline with its reason.
 
-    Shapes come from shape inference on a copy (the model itself is not
-    touched); the candidates hold references into ``model`` itself.
+    ``shapes`` defaults to inference on a copy (the model itself is not
+    touched).  A bypass keeps every remaining value's shape, so a pass that
+    bypasses one candidate after another may keep passing the facts it
+    inferred first.  The candidates hold references into ``model`` itself.
     """
-    shapes = _ShapeFacts(model)
+    if shapes is None:
+        shapes = ShapeFacts.infer(model)
     graph = model.graph
     position = {node: index for index, node in enumerate(graph)}
     candidates: list[Candidate] = []
@@ -175,14 +182,11 @@ def find_bypass_candidates(model: ir.Model) -> tuple[list[Candidate], list[Decli
             continue
         if node.graph is not graph:
             reason = "inside a subgraph (If/Loop/Scan body); only main-graph layers are bypassed"
-            declined.append(Declined(node_label(node), reason, node, kind))
+            declined.append(Declined(bypass_name(node), reason, node, kind))
             continue
-        if kind == RESIDUAL:
-            found = _residual_candidate(node, shapes, position)
-        else:
-            found = _layer_candidate(node, shapes)
+        found = _residual_candidate(node, graph, shapes, position) if kind == RESIDUAL else _layer_candidate(node, shapes)
         if isinstance(found, str):
-            declined.append(Declined(node_label(node), found, node, kind))
+            declined.append(Declined(bypass_name(node), found, node, kind))
         else:
             candidates.append(found)
     return candidates, declined
@@ -201,69 +205,37 @@ def _kind(node: ir.Node) -> str | None:
 
 def _computed_inputs(node: ir.Node) -> list[ir.Value]:
     """Inputs that are not constants: a bias Add has one, a residual merge two."""
-    return [value for value in node.inputs if value is not None and not _is_constant(value)]
+    return [value for value in node.inputs if value is not None and not irx.is_constant(value)]
 
 
-def _is_constant(value: ir.Value) -> bool:
-    """An initializer (not overridable as a graph input) or a ``Constant`` node's output; no tensor is read."""
-    if value.is_graph_input():
+def _same(shapes: ShapeFacts, first: ir.Value, second: ir.Value) -> bool | None:
+    """True when both provably have one shape and dtype, False when provably not, None when unknown."""
+    first_dtype, second_dtype = shapes.dtype(first), shapes.dtype(second)
+    if first_dtype is not None and second_dtype is not None and first_dtype != second_dtype:
         return False
-    if value.const_value is not None:
-        return True
-    producer = value.producer()
-    return producer is not None and producer.op_type == "Constant" and producer.domain in ("", "ai.onnx")
+    relation = _same_dims(shapes.shape(first), shapes.shape(second))
+    if relation is True and (first_dtype is None or second_dtype is None):
+        return None
+    return relation
 
 
-class _ShapeFacts:
-    """Shapes and dtypes of the main graph's values, inferred on a copy when not declared."""
+def _mismatch_reason(shapes: ShapeFacts, data: ir.Value, output: ir.Value, what: str) -> str | None:
+    """Why ``output`` cannot be replaced by ``data`` (a shape or dtype change, or unknown), else None."""
+    relation = _same(shapes, data, output)
+    if relation is True:
+        return None
+    described = f"'{data.name}' is {_describe(shapes, data)}, '{output.name}' is {_describe(shapes, output)}"
+    if relation is None:
+        return f"shape unknown: cannot prove {what} keeps the shape ({described})"
+    return f"bypassing {what} would change the shape: {described}"
 
-    def __init__(self, model: ir.Model) -> None:
-        inferred = model.clone()
-        common_passes.ShapeInferencePass(strict_mode=False, data_prop=True)(inferred)
-        self._inferred = ir.convenience.create_value_mapping(inferred.graph)
 
-    def shape(self, value: ir.Value) -> ir.Shape | None:
-        """The best-known shape: the inferred one, else the declared one."""
-        twin = self._inferred.get(value.name) if value.name else None
-        if twin is not None and twin.shape is not None:
-            return twin.shape
-        return value.shape
-
-    def dtype(self, value: ir.Value) -> ir.DataType | None:
-        """The best-known element type."""
-        twin = self._inferred.get(value.name) if value.name else None
-        if twin is not None and twin.dtype is not None:
-            return twin.dtype
-        return value.dtype
-
-    def same(self, first: ir.Value, second: ir.Value) -> bool | None:
-        """True when both provably have one shape and dtype, False when provably not, None when unknown."""
-        first_dtype, second_dtype = self.dtype(first), self.dtype(second)
-        if first_dtype is not None and second_dtype is not None and first_dtype != second_dtype:
-            return False
-        relation = _same_dims(self.shape(first), self.shape(second))
-        if relation is True and (first_dtype is None or second_dtype is None):
-            return None
-        return relation
-
-    def mismatch_reason(self, data: ir.Value, output: ir.Value, what: str) -> str | None:
-        """Why ``output`` cannot be replaced by ``data`` (a shape or dtype change, or unknown), else None."""
-        relation = self.same(data, output)
-        if relation is True:
-            return None
-        described = (
-            f"'{data.name}' is {self.describe(data)}, '{output.name}' is {self.describe(output)}"
-        )
-        if relation is None:
-            return f"shape unknown: cannot prove {what} keeps the shape ({described})"
-        return f"bypassing {what} would change the shape: {described}"
-
-    def describe(self, value: ir.Value) -> str:
-        """``[1, 64, 8, 8] float`` style text for messages."""
-        shape = self.shape(value)
-        dims = "unknown" if shape is None else "[" + ", ".join(_dim_text(dim) for dim in shape) + "]"
-        dtype = self.dtype(value)
-        return dims if dtype is None else f"{dims} {dtype.name.lower()}"
+def _describe(shapes: ShapeFacts, value: ir.Value) -> str:
+    """``[1, 64, 8, 8] float`` style text for messages."""
+    shape = shapes.shape(value)
+    dims = "unknown" if shape is None else "[" + ", ".join(_dim_text(dim) for dim in shape) + "]"
+    dtype = shapes.dtype(value)
+    return dims if dtype is None else f"{dims} {dtype.name.lower()}"
 
 
 def _dim_text(dim: int | ir.SymbolicDim) -> str:
@@ -309,7 +281,7 @@ def _dead_output_reason(output: ir.Value) -> str | None:
     return f"its output '{output.name}' is unused (dead code, left to the cleanup pass)"
 
 
-def _layer_candidate(node: ir.Node, shapes: _ShapeFacts) -> Candidate | str:
+def _layer_candidate(node: ir.Node, shapes: ShapeFacts) -> Candidate | str:
     """A single shape-preserving node, or the reason it cannot be bypassed."""
     data = node.inputs[0] if node.inputs else None
     if data is None or not node.outputs:
@@ -318,11 +290,11 @@ def _layer_candidate(node: ir.Node, shapes: _ShapeFacts) -> Candidate | str:
     for extra in node.outputs[1:]:
         if extra.uses() or extra.is_graph_output():
             return f"its extra output '{extra.name}' is used, and would have no replacement"
-    if node.op_type == "Gemm" and node.attributes.get_int("transA", 0):
+    if node.op_type == "Gemm" and bool(node.attributes.get_int("transA", 0)):
         return "Gemm with transA=1 reads its input transposed, so its input cannot stand in for its output"
     reason = (
         _dead_output_reason(output)
-        or shapes.mismatch_reason(data, output, f"{node.op_type} '{node_label(node)}'")
+        or _mismatch_reason(shapes, data, output, irx.node_label(node))
         or _graph_output_reason(output, data)
     )
     if reason is not None:
@@ -330,7 +302,7 @@ def _layer_candidate(node: ir.Node, shapes: _ShapeFacts) -> Candidate | str:
     return Candidate(LAYER, node, data, (node,))
 
 
-def _residual_candidate(node: ir.Node, shapes: _ShapeFacts, position: dict[ir.Node, int]) -> Candidate | str:
+def _residual_candidate(node: ir.Node, graph: ir.Graph, shapes: ShapeFacts, position: dict[ir.Node, int]) -> Candidate | str:
     """A residual block ``y = x + f(x)`` anchored at its merge, or the reason it cannot be bypassed."""
     operands = _computed_inputs(node)
     if len(operands) != 2 or len(node.inputs) != 2:
@@ -339,32 +311,32 @@ def _residual_candidate(node: ir.Node, shapes: _ShapeFacts, position: dict[ir.No
     if first is second:
         return f"both operands are the same value '{first.name}', so there is no branch to remove"
     for skip, branch_out in ((first, second), (second, first)):
-        branch = _branch_between(skip, branch_out, node.graph, position)
+        branch = _branch_between(skip, branch_out, graph, position)
         if branch is not None:
             break
     else:
-        return _no_identity_shortcut_reason(first, second, shapes, node.graph)
+        return _no_identity_shortcut_reason(first, second, shapes, graph)
     output = node.outputs[0]
     reason = (
         _dead_output_reason(output)
         or _branch_leak_reason(branch, branch_out, node)
         or _branch_shape_reason(branch_out, skip, shapes)
-        or shapes.mismatch_reason(skip, output, f"{node.op_type} '{node_label(node)}'")
+        or _mismatch_reason(shapes, skip, output, irx.node_label(node))
         or _graph_output_reason(output, skip)
     )
     if reason is not None:
         return reason
-    return Candidate(RESIDUAL, node, skip, tuple(branch) + (node,))
+    return Candidate(RESIDUAL, node, skip, (*branch, node))
 
 
-def _branch_shape_reason(branch_out: ir.Value, skip: ir.Value, shapes: _ShapeFacts) -> str | None:
+def _branch_shape_reason(branch_out: ir.Value, skip: ir.Value, shapes: ShapeFacts) -> str | None:
     """A residual branch must produce exactly the block input's shape; a broadcast add is something else."""
-    relation = shapes.same(branch_out, skip)
+    relation = _same(shapes, branch_out, skip)
     if relation is True:
         return None
     facts = (
-        f"branch output '{branch_out.name}' is {shapes.describe(branch_out)}, "
-        f"block input '{skip.name}' is {shapes.describe(skip)}"
+        f"branch output '{branch_out.name}' is {_describe(shapes, branch_out)}, "
+        f"block input '{skip.name}' is {_describe(shapes, skip)}"
     )
     if relation is None:
         return f"shape unknown: cannot prove the branch keeps the block input's shape ({facts})"
@@ -419,24 +391,24 @@ def _branch_leak_reason(branch: Sequence[ir.Node], branch_out: ir.Value, merge: 
     members = set(branch)
     for node in branch:
         if any(attribute.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for attribute in node.attributes.values()):
-            return f"the branch contains control flow ({node.op_type} '{node_label(node)}')"
+            return f"the branch contains control flow ({irx.node_label(node)})"
         for value in node.outputs:
             if value.is_graph_output():
                 return f"the branch value '{value.name}' is a graph output"
             for user in value.consumers():
                 if user in members or (user is merge and value is branch_out):
                     continue
-                return f"the branch value '{value.name}' is also used by '{node_label(user)}' outside the block"
+                return f"the branch value '{value.name}' is also used by '{bypass_name(user)}' outside the block"
     return None
 
 
-def _no_identity_shortcut_reason(first: ir.Value, second: ir.Value, shapes: _ShapeFacts, graph: ir.Graph) -> str:
+def _no_identity_shortcut_reason(first: ir.Value, second: ir.Value, shapes: ShapeFacts, graph: ir.Graph) -> str:
     """Explain a merge where neither operand is the other's input, naming a downsample shortcut when there is one.
 
     Both operands are walked back one node at a time in step, so the shorter
     side (the shortcut) is the one found and named.
     """
-    walks = [(first, second, [], first), (second, first, [], second)]
+    walks: list[tuple[ir.Value, ir.Value, list[str], ir.Value]] = [(first, second, [], first), (second, first, [], second)]
     for _ in range(_SHORTCUT_DEPTH):
         advanced = []
         for shortcut, other, ops, value in walks:
@@ -455,12 +427,12 @@ def _no_identity_shortcut_reason(first: ir.Value, second: ir.Value, shapes: _Sha
     return "neither operand is computed from the other (no identity shortcut), so there is no branch to remove"
 
 
-def _shortcut_reason(shortcut: ir.Value, block_input: ir.Value, ops: list[str], shapes: _ShapeFacts) -> str:
+def _shortcut_reason(shortcut: ir.Value, block_input: ir.Value, ops: list[str], shapes: ShapeFacts) -> str:
     chain = " -> ".join(ops)
-    if shapes.same(block_input, shortcut) is False:
+    if _same(shapes, block_input, shortcut) is False:
         return (
             f"downsample shortcut: the shortcut applies {chain} to the block input '{block_input.name}' "
-            f"({shapes.describe(block_input)} -> {shapes.describe(shortcut)}), "
+            f"({_describe(shapes, block_input)} -> {_describe(shapes, shortcut)}), "
             "so the block changes the shape and cannot be bypassed as a whole"
         )
     return (

@@ -28,7 +28,7 @@ def static_dims(value: ir.Value | None) -> Dims | None:
     """The value's shape as integers, or None when it is unknown or symbolic."""
     if value is None or value.shape is None or not value.shape.is_static():
         return None
-    return tuple(int(dim) for dim in value.shape)
+    return tuple(value.shape.numpy())
 
 
 def _numel(value: ir.Value | None) -> int | None:
@@ -138,6 +138,10 @@ class WeightOp:
         """The factor the op applies to its bias (Gemm's ``beta``)."""
         return node.attributes.get_float("beta", 1.0) if self.op_type == "Gemm" else 1.0
 
+    def weight_scale(self, node: ir.Node) -> float:
+        """The factor the op applies to the product with its weight (Gemm's ``alpha``)."""
+        return node.attributes.get_float("alpha", 1.0) if self.op_type == "Gemm" else 1.0
+
     def group(self, node: ir.Node) -> int:
         """The ``group`` attribute (1 for ops without one)."""
         return _group(node)
@@ -170,3 +174,36 @@ WEIGHT_OPS: dict[str, WeightOp] = {
 def weight_op(node: ir.Node) -> WeightOp | None:
     """The table entry for ``node``, or None when it is not a (standard-domain) weight op."""
     return WEIGHT_OPS.get(node.op_type) if node.domain in ONNX_DOMAINS else None
+
+
+def weight_slots(node: ir.Node) -> tuple[int, ...]:
+    """The inputs that may carry ``node``'s constant weight, preferred first; empty for other ops.
+
+    MatMul is the one weight op whose constant may stand on either side:
+    ``x @ W`` (input 1) or ``W @ x`` (input 0).
+    """
+    op = weight_op(node)
+    if op is None:
+        return ()
+    return (op.weight_slot, 0) if op.op_type == "MatMul" else (op.weight_slot,)
+
+
+def reduction_axis(node: ir.Node, slot: int, rank: int) -> int | None:
+    """The axis of the rank-``rank`` constant in input ``slot`` that ``node`` sums over (input channels / K).
+
+    The table's ``input_axis`` describes the weight in its usual place and
+    rank.  MatMul also sums over the last axis of a constant A (input 0), over
+    axis -2 of a batched B, and over the only axis of a vector.  None where
+    the op takes no weight of that rank.
+    """
+    op = weight_op(node)
+    if op is None:
+        return None
+    if op.op_type == "MatMul":
+        if rank == 1:
+            return 0
+        return rank - 2 if slot == op.weight_slot else rank - 1
+    spatial = op.op_type in ("Conv", "ConvTranspose")
+    if (spatial and rank < 3) or (not spatial and rank != 2):
+        return None
+    return op.input_axis(node)

@@ -58,10 +58,6 @@ class PruningPass(ir.passes.InPlacePass):
 
     name = "pass"
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.report = PassReport(self.name)
-
     def __call__(self, model_or_result: ir.Model | ir.passes.PassResult, /) -> PruningResult:
         result = super().__call__(model_or_result)
         assert isinstance(result, PruningResult), f"{type(self).__name__}.call must return a PruningResult"

@@ -24,53 +24,25 @@ Scan body) is reported as skipped, and its body gets dead-code removal alone.
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from onnxprune import ir as irx
+from onnxprune.analysis.shapes import ShapeFacts
+from onnxprune.analysis.weight_ops import weight_op, weight_slots
 from onnxprune.passes.base import PassReport, PruningPass, PruningResult
 
-_WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+# Shape facts inferred on first use: most models reach cleanup with nothing to rewrite and need none.
+_LazyFacts = Callable[[], ShapeFacts]
+
 _NEUTRAL_OPS = {"Add": 0, "Sub": 0, "Mul": 1, "Div": 1}
 # Ops where the neutral constant may stand on either side (commutative).
 _COMMUTATIVE = frozenset({"Add", "Mul"})
-
-
-@dataclass(frozen=True)
-class _Facts:
-    """Shapes and types from onnx shape inference on a copy, by value name."""
-
-    shapes: dict[str, ir.Shape]
-    dtypes: dict[str, ir.DataType]
-
-    @classmethod
-    def infer(cls, model: ir.Model) -> _Facts:
-        shaped = model.clone()
-        common_passes.ShapeInferencePass(strict_mode=False, data_prop=True)(shaped)
-        shapes: dict[str, ir.Shape] = {}
-        dtypes: dict[str, ir.DataType] = {}
-        values = list(shaped.graph.inputs) + list(shaped.graph.initializers.values())
-        values += [output for node in shaped.graph for output in node.outputs]
-        for value in values:
-            if value.name is None:
-                continue
-            if value.shape is not None:
-                shapes[value.name] = value.shape
-            if value.dtype is not None:
-                dtypes[value.name] = value.dtype
-        return cls(shapes, dtypes)
-
-    def shape(self, value: ir.Value) -> ir.Shape | None:
-        inferred = self.shapes.get(value.name or "")
-        return inferred if inferred is not None else value.shape
-
-    def dtype(self, value: ir.Value) -> ir.DataType | None:
-        inferred = self.dtypes.get(value.name or "")
-        return inferred if inferred is not None else value.dtype
 
 
 class CleanupPass(PruningPass):
@@ -78,25 +50,26 @@ class CleanupPass(PruningPass):
 
     name = "cleanup"
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        self.report = PassReport(self.name)
+    def call(self, model: ir.Model) -> PruningResult:
+        report = PassReport(self.name)
         graph = model.graph
         nodes_before = sum(1 for _ in graph)
         initializers_before = len(graph.initializers)
-        self._skip_subgraphs(model)
-        facts = _Facts.infer(model)
+        _skip_subgraphs(model, report)
+        # Inferred at the first rewrite that needs a shape, before that rewrite changes the graph.
+        facts: _LazyFacts = functools.cache(functools.partial(ShapeFacts.infer, model))
         opset = graph.opset_imports.get("", 1)
         for node in list(graph):
-            self._try_replace_zero_weight(graph, node, facts, opset)
+            _try_replace_zero_weight(graph, node, facts, opset, report)
         for node in list(graph):
-            self._try_drop_zero_bias(node, opset)
+            _try_drop_zero_bias(node, opset, report)
         for node in list(graph):
-            self._try_bypass_neutral(graph, node, facts)
-        rewrites = len(self.report.changes)
+            _try_bypass_neutral(graph, node, facts, report)
+        rewrites = len(report.changes)
         common_passes.RemoveUnusedNodesPass()(model)
         nodes_after = sum(1 for _ in graph)
         initializers_after = len(graph.initializers)
-        self.report.summary = {
+        report.summary = {
             "rewrites": rewrites,
             "nodes_before": nodes_before,
             "nodes_after": nodes_after,
@@ -105,115 +78,129 @@ class CleanupPass(PruningPass):
             "note": "Exact for finite inputs: a zero weight times inf/NaN would give NaN, its replacement does not.",
         }
         modified = bool(rewrites) or nodes_after != nodes_before or initializers_after != initializers_before
-        return PruningResult(model, modified, self.report, exact=True)
+        return PruningResult(model, modified, report, exact=True)
 
-    def _skip_subgraphs(self, model: ir.Model) -> None:
-        for node in model.graph:
-            for attribute in node.attributes.values():
-                if attribute.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
-                    self.report.skip(
-                        _node_label(node),
-                        f"its subgraph '{attribute.name}' gets dead-code removal only; "
-                        "the other rewrites apply to the main graph only",
-                    )
 
-    def _try_replace_zero_weight(self, graph: ir.Graph, node: ir.Node, facts: _Facts, opset: int) -> None:
-        """Case 1: replace a layer whose whole weight is zero by its broadcast bias."""
-        if node.domain != "" or node.op_type not in _WEIGHT_OPS:
-            return
-        slot = _zero_weight_slot(node)
-        if slot is None:
-            return
-        label = _node_label(node)
-        output = node.outputs[0]
-        data = node.inputs[1 - slot] if node.op_type == "MatMul" else node.inputs[0]
-        shape_value = None
-        fill, reason = _fill(node, slot)
-        if reason is None and opset < 8:
-            reason = f"Expand needs opset 8, the model uses opset {opset}"
-        if reason is None:
-            shape_value, reason = _output_shape_value(graph, node, slot, data, output, facts)
-        if reason is not None:
-            self.report.skip(label, f"weight is all zero but the layer is kept: {reason}")
-            return
-        assert fill is not None and shape_value is not None
-        fill_value = irx.add_initializer(graph, f"{output.name}_fill", fill)
-        expand = _new_node(
-            graph, "Expand", [fill_value, shape_value], f"{output.name}_expanded", f"{node.name}_zero_weight"
-        )
-        graph.insert_before(node, expand)
-        replacement = expand.outputs[0]
-        replacement.shape = facts.shape(output)
-        replacement.dtype = facts.dtype(output)
-        name = output.name
-        _replace_output(graph, node, replacement)
-        replacement.name = name
-        self.report.changes.append(
-            {
-                "action": "zero_weight_replaced",
-                "node": label,
-                "output": replacement.name,
-                "replacement": "Expand of the bias" if np.any(fill != 0) else "Expand of zeros",
-            }
-        )
+def _skip_subgraphs(model: ir.Model, report: PassReport) -> None:
+    """Say which nodes hold subgraphs: their bodies get dead-code removal but none of the rewrites."""
+    for node in model.graph:
+        for attribute in node.attributes.values():
+            if attribute.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
+                report.skip(
+                    irx.node_label(node),
+                    f"its subgraph '{attribute.name}' gets dead-code removal only; "
+                    "the other rewrites apply to the main graph only",
+                )
 
-    def _try_drop_zero_bias(self, node: ir.Node, opset: int) -> None:
-        """Case 2: drop an all-zero optional bias input."""
-        if node.domain != "" or node.op_type not in ("Conv", "ConvTranspose", "Gemm") or len(node.inputs) < 3:
-            return
-        bias = node.inputs[2]
-        array = irx.constant_array(bias)
-        if bias is None or array is None or array.size == 0 or np.any(array != 0):
-            return
-        label = _node_label(node)
-        if node.op_type == "Gemm":
-            if opset < 11:
-                self.report.skip(label, f"Gemm's C input is required before opset 11 (model uses opset {opset})")
-                return
-            if not math.isfinite(node.attributes.get_float("beta", 1.0)):
-                self.report.skip(label, "beta is not finite, so beta * 0 is not 0")
-                return
-        node.replace_input_with(2, None)
-        node.resize_inputs(2)
-        self.report.changes.append({"action": "zero_bias_dropped", "node": label, "bias": bias.name})
 
-    def _try_bypass_neutral(self, graph: ir.Graph, node: ir.Node, facts: _Facts) -> None:
-        """Case 3: bypass ``x + 0``, ``x - 0``, ``x * 1``, ``x / 1`` (and commuted forms)."""
-        if node.domain != "" or node.op_type not in _NEUTRAL_OPS or len(node.inputs) != 2:
-            return
-        neutral = _NEUTRAL_OPS[node.op_type]
-        slots = (1, 0) if node.op_type in _COMMUTATIVE else (1,)
-        for slot in slots:
-            constant = irx.constant_array(node.inputs[slot])
-            if constant is not None and constant.size > 0 and np.all(constant == neutral):
-                break
-        else:
-            return
-        data = node.inputs[1 - slot]
-        output = node.outputs[0]
-        label = _node_label(node)
-        if data is None:
-            return
-        reason = _broadcast_changes(data, constant.shape, facts)
-        if reason is None and facts.dtype(data) is not None and facts.dtype(output) not in (None, facts.dtype(data)):
-            reason = f"result type {facts.dtype(output)} differs from input type {facts.dtype(data)}"
-        if reason is None and output.is_graph_output():
-            if data.is_graph_input() or data.is_initializer():
-                reason = f"graph output '{output.name}' would become graph input or initializer '{data.name}'"
-            elif data.is_graph_output():
-                reason = f"'{data.name}' is already a graph output; one value cannot be two outputs"
-        if reason is not None:
-            self.report.skip(label, f"neutral {node.op_type} kept: {reason}")
-            return
-        change = {"action": "neutral_bypassed", "node": label, "constant": node.inputs[slot].name, "kept": data.name}
-        _replace_output(graph, node, data)
-        self.report.changes.append(change)
+def _try_replace_zero_weight(graph: ir.Graph, node: ir.Node, facts: _LazyFacts, opset: int, report: PassReport) -> None:
+    """Case 1: replace a layer whose whole weight is zero by its broadcast bias."""
+    slot = _zero_weight_slot(node)
+    if slot is None:
+        return
+    label = irx.node_label(node)
+    output = node.outputs[0]
+    # The weight sits in input 0 or 1; the data is the other one.
+    data = node.inputs[1 - slot]
+    shape_value = None
+    fill, reason = _fill(node, slot)
+    if reason is None and opset < 8:
+        reason = f"Expand needs opset 8, the model uses opset {opset}"
+    if reason is None:
+        shape_value, reason = _output_shape_value(graph, node, slot, data, output, facts())
+    if reason is not None:
+        report.skip(label, f"weight is all zero but the layer is kept: {reason}")
+        return
+    assert fill is not None and shape_value is not None
+    fill_value = irx.add_initializer(graph, f"{output.name}_fill", fill)
+    expand = _new_node(graph, "Expand", [fill_value, shape_value], f"{output.name}_expanded", f"{node.name}_zero_weight")
+    graph.insert_before(node, expand)
+    replacement = expand.outputs[0]
+    replacement.shape = facts().shape(output)
+    dtype = facts().dtype(output)
+    if dtype is not None:
+        replacement.dtype = dtype
+    name = output.name
+    irx.replace_output(graph, output, replacement)
+    graph.remove(node, safe=True)
+    # Downstream value names stay as they were, graph output or not.
+    replacement.name = name
+    report.changes.append(
+        {
+            "action": "zero_weight_replaced",
+            "node": label,
+            "output": replacement.name,
+            "replacement": "Expand of the bias" if np.any(fill != 0) else "Expand of zeros",
+        }
+    )
+
+
+def _try_drop_zero_bias(node: ir.Node, opset: int, report: PassReport) -> None:
+    """Case 2: drop an all-zero optional bias input."""
+    op = weight_op(node)
+    if op is None or op.bias_slot is None or len(node.inputs) <= op.bias_slot:
+        return
+    bias = node.inputs[op.bias_slot]
+    array = irx.constant_array(bias)
+    if bias is None or array is None or array.size == 0 or np.any(array != 0):
+        return
+    label = irx.node_label(node)
+    if op.op_type == "Gemm" and opset < 11:
+        report.skip(label, f"Gemm's C input is required before opset 11 (model uses opset {opset})")
+        return
+    if not math.isfinite(op.bias_scale(node)):
+        report.skip(label, "beta is not finite, so beta * 0 is not 0")
+        return
+    node.replace_input_with(op.bias_slot, None)
+    node.resize_inputs(op.bias_slot)
+    report.changes.append({"action": "zero_bias_dropped", "node": label, "bias": bias.name})
+
+
+def _try_bypass_neutral(graph: ir.Graph, node: ir.Node, facts: _LazyFacts, report: PassReport) -> None:
+    """Case 3: bypass ``x + 0``, ``x - 0``, ``x * 1``, ``x / 1`` (and commuted forms)."""
+    if node.domain != "" or node.op_type not in _NEUTRAL_OPS or len(node.inputs) != 2:
+        return
+    found = _neutral_operand(node)
+    if found is None:
+        return
+    slot, neutral, constant = found
+    data = node.inputs[1 - slot]
+    output = node.outputs[0]
+    label = irx.node_label(node)
+    if data is None:
+        return
+    shapes = facts()
+    reason = _broadcast_changes(data, constant.shape, shapes)
+    if reason is None and shapes.dtype(data) is not None and shapes.dtype(output) not in (None, shapes.dtype(data)):
+        reason = f"result type {shapes.dtype(output)} differs from input type {shapes.dtype(data)}"
+    if reason is None and output.is_graph_output():
+        if data.is_graph_input() or data.is_initializer():
+            reason = f"graph output '{output.name}' would become graph input or initializer '{data.name}'"
+        elif data.is_graph_output():
+            reason = f"'{data.name}' is already a graph output; one value cannot be two outputs"
+    if reason is not None:
+        report.skip(label, f"neutral {node.op_type} kept: {reason}")
+        return
+    change = {"action": "neutral_bypassed", "node": label, "constant": neutral.name, "kept": data.name}
+    irx.replace_output(graph, output, data)
+    graph.remove(node, safe=True)
+    report.changes.append(change)
+
+
+def _neutral_operand(node: ir.Node) -> tuple[int, ir.Value, np.ndarray] | None:
+    """The slot, value and content of a constant operand that leaves the other operand unchanged, if any."""
+    neutral = _NEUTRAL_OPS[node.op_type]
+    for slot in (1, 0) if node.op_type in _COMMUTATIVE else (1,):
+        value = node.inputs[slot]
+        constant = irx.constant_array(value)
+        if value is not None and constant is not None and constant.size > 0 and np.all(constant == neutral):
+            return slot, value, constant
+    return None
 
 
 def _zero_weight_slot(node: ir.Node) -> int | None:
-    """The input index of the node's weight when that weight is a constant of zeros."""
-    slots = (1, 0) if node.op_type == "MatMul" else (1,)
-    for slot in slots:
+    """The input index of the node's weight when that weight is a constant of zeros (None for other ops)."""
+    for slot in weight_slots(node):
         if len(node.inputs) <= slot:
             continue
         array = irx.constant_array(node.inputs[slot])
@@ -224,27 +211,29 @@ def _zero_weight_slot(node: ir.Node) -> int | None:
 
 def _fill(node: ir.Node, slot: int) -> tuple[np.ndarray | None, str | None]:
     """What the layer computes when its weight is zero, shaped to broadcast against the output."""
+    op = weight_op(node)
     weight = irx.constant_array(node.inputs[slot])
-    assert weight is not None, "the caller found a constant weight in this slot"
-    if node.op_type == "Gemm" and not math.isfinite(node.attributes.get_float("alpha", 1.0)):
+    assert op is not None and weight is not None, "the caller found a constant weight in this slot"
+    if not math.isfinite(op.weight_scale(node)):
         return None, "alpha is not finite, so alpha * 0 is not 0"
-    bias_value = node.inputs[2] if len(node.inputs) > 2 else None
+    bias_value = node.inputs[op.bias_slot] if op.bias_slot is not None and len(node.inputs) > op.bias_slot else None
     if bias_value is None:
         return np.zeros((), dtype=weight.dtype), None
     bias = irx.constant_array(bias_value)
     if bias is None:
         return None, f"bias '{bias_value.name}' is computed at run time"
-    if node.op_type == "Gemm":
-        beta = node.attributes.get_float("beta", 1.0)
-        scaled = bias if beta == 1.0 else bias * np.asarray(beta, dtype=bias.dtype)
-        return np.asarray(scaled, dtype=bias.dtype), None
-    rank = weight.ndim
-    # Conv bias [C] lines up with output axis 1 of [N, C, spatial...].
-    return bias.reshape((1, bias.size) + (1,) * (rank - 2)), None
+    scale = op.bias_scale(node)
+    if scale != 1.0:
+        bias = np.asarray(bias * np.asarray(scale, dtype=bias.dtype), dtype=bias.dtype)
+    if weight.ndim <= 2:
+        # Gemm's C already broadcasts against the [M, N] output.
+        return bias, None
+    # A conv's bias [C] lines up with output axis 1 of [N, C, spatial...].
+    return bias.reshape((1, bias.size) + (1,) * (weight.ndim - 2)), None
 
 
 def _output_shape_value(
-    graph: ir.Graph, node: ir.Node, slot: int, data: ir.Value | None, output: ir.Value, facts: _Facts
+    graph: ir.Graph, node: ir.Node, slot: int, data: ir.Value | None, output: ir.Value, facts: ShapeFacts
 ) -> tuple[ir.Value | None, str | None]:
     """An int64 shape for ``Expand``: a constant, or gathered from ``Shape(data)`` for symbolic dims."""
     out_shape = facts.shape(output)
@@ -308,7 +297,7 @@ def _copied_axes(node: ir.Node, slot: int, data_rank: int, out_rank: int) -> dic
     return copied
 
 
-def _broadcast_changes(data: ir.Value, constant_shape: tuple[int, ...], facts: _Facts) -> str | None:
+def _broadcast_changes(data: ir.Value, constant_shape: tuple[int, ...], facts: ShapeFacts) -> str | None:
     """Why ``data op constant`` might not have ``data``'s shape, or ``None`` when it always does."""
     if not constant_shape:
         return None
@@ -339,22 +328,3 @@ def _new_node(
     while name in taken:
         name, suffix = f"{output_hint}_{suffix}", suffix + 1
     return ir.Node("", op_type, inputs, attributes or (), outputs=[ir.Value(name=name)], name=node_name)
-
-
-def _replace_output(graph: ir.Graph, node: ir.Node, replacement: ir.Value) -> None:
-    """Route every reader of ``node``'s output to ``replacement``; a graph output keeps its name."""
-    output = node.outputs[0]
-    name = output.name
-    was_graph_output = output.is_graph_output()
-    if replacement.type is None:
-        replacement.type = output.type
-    if replacement.shape is None:
-        replacement.shape = output.shape
-    output.replace_all_uses_with(replacement, replace_graph_outputs=True)
-    graph.remove(node, safe=True)
-    if was_graph_output:
-        replacement.name = name
-
-
-def _node_label(node: ir.Node) -> str:
-    return f"{node.op_type} '{node.name}'" if node.name else node.op_type

@@ -30,17 +30,19 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune import ir as irx
 from onnxprune import runtime
 from onnxprune.analysis.cost import model_cost
 from onnxprune.analysis.layer_candidates import (
     Candidate,
+    Declined,
+    bypass_name,
     find_bypass_candidates,
     matches_node,
     names_of,
-    node_label,
 )
+from onnxprune.analysis.shapes import ShapeFacts
 from onnxprune.errors import InputError
-from onnxprune.ir import iter_nodes
 from onnxprune.options import LayerOptions
 from onnxprune.passes.base import PassReport, PruningPass, PruningResult
 from onnxprune.progress import progress
@@ -69,9 +71,10 @@ class LayerBypassPass(PruningPass):
     3. ``auto`` / ``max_drift``: greedy, re-scoring all remaining candidates
        on the current model before each choice.
 
-    Every declined candidate is recorded in ``report.skipped``; every bypass in
-    ``report.changes`` with the MACs and parameters it saved and the drift the
-    model had right after it.
+    Every declined candidate is recorded in the report's ``skipped``; every
+    bypass in its ``changes`` with the MACs and parameters it saved and the
+    drift the model had right after it.  Shapes are inferred once per run: a
+    bypass keeps every remaining value's shape, so the first facts stay true.
     """
 
     name = "layers"
@@ -80,30 +83,30 @@ class LayerBypassPass(PruningPass):
         super().__init__()
         self.options = options or LayerOptions()
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        self.report = PassReport(self.name)
+    def call(self, model: ir.Model) -> PruningResult:
+        report = PassReport(self.name)
         if not self.options.selects_anything:
-            self.report.summary = {"mode": "none", "bypassed": 0}
-            return PruningResult(model, False, self.report, exact=True)
-        before = model_cost(model)
+            report.summary = {"mode": "none", "bypassed": 0}
+            return PruningResult(model, False, report, exact=True)
+        run = _Run(model, report)
         if self.options.bypass:
-            self._bypass_by_name(model)
+            self._bypass_by_name(run)
         else:
-            self._bypass_automatically(model)
-        after = model_cost(model) if self.report.changes else before
-        self.report.summary.update(
-            bypassed=len(self.report.changes),
-            macs_before=before.macs,
-            macs_after=after.macs,
-            params_before=before.params,
-            params_after=after.params,
+            self._bypass_automatically(run)
+        report.summary.update(
+            bypassed=len(report.changes),
+            macs_before=run.original_cost.macs,
+            macs_after=run.cost.macs,
+            params_before=run.original_cost.params,
+            params_after=run.cost.params,
             drift_metric=DRIFT_METRIC,
         )
-        return PruningResult(model, bool(self.report.changes), self.report, exact=not self.report.changes)
+        return PruningResult(model, bool(report.changes), report, exact=not report.changes)
 
-    def _bypass_by_name(self, model: ir.Model) -> None:
+    def _bypass_by_name(self, run: _Run) -> None:
         """Bypass what the patterns select, one at a time, re-checking each on the current graph."""
-        candidates, declined = find_bypass_candidates(model)
+        model, report = run.model, run.report
+        candidates, declined = run.candidates()
         selected: list[Candidate] = []
         for pattern in self.options.bypass:
             hits = [candidate for candidate in candidates if candidate.matches(pattern)]
@@ -112,34 +115,35 @@ class LayerBypassPass(PruningPass):
                 raise InputError(_no_match_message(pattern, model, candidates))
             selected.extend(candidate for candidate in hits if candidate not in selected)
             for decline in misses:
-                if decline.as_skip() not in self.report.skipped:
-                    self.report.skipped.append(decline.as_skip())
+                if decline.as_skip() not in report.skipped:
+                    report.skipped.append(decline.as_skip())
         selected.sort(key=lambda candidate: candidate.kind != "residual")
         meter, warnings = _drift_meter_or_warning(model, self.options) if selected else (None, [])
-        self.report.summary.update(mode="names", patterns=list(self.options.bypass), warnings=warnings)
+        report.summary.update(mode="names", patterns=list(self.options.bypass), warnings=warnings)
         removed_by: dict[ir.Node, str] = {}
         for wanted in selected:
             if wanted.anchor in removed_by:
-                self.report.skip(wanted.name, f"removed together with '{removed_by[wanted.anchor]}'")
+                report.skip(wanted.name, f"removed together with '{removed_by[wanted.anchor]}'")
                 continue
-            current, still_declined = find_bypass_candidates(model)
+            current, still_declined = run.candidates()
             match = next((candidate for candidate in current if candidate.anchor is wanted.anchor), None)
             if match is None:
                 reason = next((d.reason for d in still_declined if d.node is wanted.anchor), "no longer a bypass candidate")
-                self.report.skip(wanted.name, f"after earlier bypasses: {reason}")
+                report.skip(wanted.name, f"after earlier bypasses: {reason}")
                 continue
-            change = self._apply(model, match)
+            change = run.apply(match)
             change["drift"] = meter.drift(model) if meter is not None else None
             for node in match.nodes:
                 removed_by[node] = match.name
-        self.report.summary["drift"] = self.report.changes[-1]["drift"] if self.report.changes else 0.0
+        report.summary["drift"] = report.changes[-1]["drift"] if report.changes else 0.0
 
-    def _bypass_automatically(self, model: ir.Model) -> None:
+    def _bypass_automatically(self, run: _Run) -> None:
         """Greedy: score every remaining candidate on the current model, bypass the least harmful, repeat."""
+        model, report = run.model, run.report
         feeds, warnings = _calibration_feeds(model, self.options)
         meter = DriftMeter(model, feeds)
         limit = self.options.auto if self.options.auto is not None else math.inf
-        self.report.summary.update(
+        report.summary.update(
             mode="auto",
             auto=self.options.auto,
             max_drift=self.options.max_drift,
@@ -149,16 +153,16 @@ class LayerBypassPass(PruningPass):
         )
         stopped = f"reached auto={self.options.auto}"
         drift = 0.0
-        while len(self.report.changes) < limit:
-            candidates, declined = find_bypass_candidates(model)
-            if not self.report.changes:
-                self.report.skipped.extend(decline.as_skip() for decline in declined if decline.kind in self.options.kinds)
+        while len(report.changes) < limit:
+            candidates, declined = run.candidates()
+            if not report.changes:
+                report.skipped.extend(decline.as_skip() for decline in declined if decline.kind in self.options.kinds)
             pool = [candidate for candidate in candidates if candidate.kind in self.options.kinds]
             if not pool:
                 stopped = "no bypass candidates left"
                 break
             scores = []
-            with progress(f"scoring {len(pool)} bypass candidates (round {len(self.report.changes) + 1})", total=len(pool)) as advance:
+            with progress(f"scoring {len(pool)} bypass candidates (round {len(report.changes) + 1})", total=len(pool)) as advance:
                 for candidate in pool:
                     scores.append(meter.drift(bypassed_copy(model, candidate)))
                     advance(1)
@@ -169,20 +173,38 @@ class LayerBypassPass(PruningPass):
                     f"{best_score:.4g} > max_drift={self.options.max_drift:g}"
                 )
                 break
-            change = self._apply(model, best)
+            change = run.apply(best)
             change["drift"] = drift = best_score
-            change["round"] = len(self.report.changes)
+            change["round"] = len(report.changes)
             change["scores"] = {candidate.name: score for candidate, score in zip(pool, scores)}
-        self.report.summary.update(stopped=stopped, drift=drift)
+        report.summary.update(stopped=stopped, drift=drift)
 
-    def _apply(self, model: ir.Model, candidate: Candidate) -> dict[str, Any]:
-        """Bypass one candidate on ``model`` and record what it removed and saved."""
-        before = model_cost(model)
+
+class _Run:
+    """One run of the pass on one model: its report, the shapes inferred once, and the cost so far.
+
+    Each bypass is costed against the model right before it, which is the
+    model right after the previous one: one cost measurement per bypass.
+    """
+
+    def __init__(self, model: ir.Model, report: PassReport) -> None:
+        self.model = model
+        self.report = report
+        self.shapes = ShapeFacts.infer(model)
+        self.original_cost = self.cost = model_cost(model)
+
+    def candidates(self) -> tuple[list[Candidate], list[Declined]]:
+        """Bypass candidates of the model as it is now."""
+        return find_bypass_candidates(self.model, self.shapes)
+
+    def apply(self, candidate: Candidate) -> dict[str, Any]:
+        """Bypass one candidate and record what it removed and saved; the change is returned for more facts."""
         change: dict[str, Any] = candidate.describe()
-        change.update(apply_bypass(model.graph, candidate))
-        after = model_cost(model)
-        change["macs_saved"] = before.macs - after.macs
-        change["params_saved"] = before.params - after.params
+        change.update(apply_bypass(self.model.graph, candidate))
+        after = model_cost(self.model)
+        change["macs_saved"] = self.cost.macs - after.macs
+        change["params_saved"] = self.cost.params - after.params
+        self.cost = after
         self.report.changes.append(change)
         return change
 
@@ -194,22 +216,12 @@ def apply_bypass(graph: ir.Graph, candidate: Candidate) -> dict[str, list[str]]:
     value takes both (discovery has already refused sources that are graph
     inputs, outputs or initializers, whose names are fixed).
     """
-    output, source = candidate.output, candidate.source
     feeding = [value for node in candidate.nodes for value in node.inputs if value is not None]
-    if output.is_graph_output():
-        name = output.name
-        source.shape = output.shape
-        if source.type is None:
-            source.type = output.type
-        output.replace_all_uses_with(source, replace_graph_outputs=True)
-        graph.remove(candidate.nodes, safe=True)
-        source.name = name
-    else:
-        output.replace_all_uses_with(source)
-        graph.remove(candidate.nodes, safe=True)
+    irx.replace_output(graph, candidate.output, candidate.source)
+    graph.remove(candidate.nodes, safe=True)
     orphans, initializers = _remove_orphans(graph, feeding)
     return {
-        "removed_nodes": [node_label(node) for node in candidate.nodes] + orphans,
+        "removed_nodes": [bypass_name(node) for node in candidate.nodes] + orphans,
         "removed_initializers": initializers,
     }
 
@@ -224,9 +236,10 @@ def _remove_orphans(graph: ir.Graph, values: list[ir.Value]) -> tuple[list[str],
         if value.uses() or value.is_graph_output() or value.is_graph_input():
             continue
         if value.is_initializer():
-            if graph.initializers.get(value.name) is value:
-                graph.initializers.pop(value.name)
-                initializers.append(value.name)
+            name = value.name
+            if name is not None and graph.initializers.get(name) is value:
+                graph.initializers.pop(name)
+                initializers.append(name)
             continue
         producer = value.producer()
         if producer is None or producer.graph is not graph:
@@ -234,7 +247,7 @@ def _remove_orphans(graph: ir.Graph, values: list[ir.Value]) -> tuple[list[str],
         if any(out.uses() or out.is_graph_output() for out in producer.outputs):
             continue
         pending.extend(inp for inp in producer.inputs if inp is not None)
-        nodes.append(node_label(producer))
+        nodes.append(bypass_name(producer))
         graph.remove(producer, safe=True)
     return nodes, initializers
 
@@ -332,9 +345,9 @@ def _drift_meter_or_warning(model: ir.Model, options: LayerOptions) -> tuple[Dri
 
 
 def _no_match_message(pattern: str, model: ir.Model, candidates: list[Candidate]) -> str:
-    nodes = [node for node in iter_nodes(model) if matches_node(node, pattern)]
+    nodes = [node for node in irx.iter_nodes(model) if matches_node(node, pattern)]
     if nodes:
-        found = ", ".join(f"'{node_label(node)}' ({node.op_type})" for node in nodes[:5])
+        found = ", ".join(f"'{bypass_name(node)}' ({node.op_type})" for node in nodes[:5])
         return (
             f"bypass pattern '{pattern}' matches {found}, which is not a layer or residual block this pass can bypass; "
             f"candidates: {names_of(candidates)}"

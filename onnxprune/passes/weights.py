@@ -30,14 +30,15 @@ of another tensor in its place so the global target is still met exactly.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxprune import ir as irx
+from onnxprune.analysis.weight_ops import reduction_axis, weight_op, weight_slots
 from onnxprune.options import WeightOptions
 from onnxprune.passes.base import PassReport, PruningPass, PruningResult
 
@@ -47,11 +48,9 @@ DENSE_RUNTIME_NOTE = (
     "initializers, and for N:M patterns (e.g. 2:4) speed on runtimes with sparse tensor cores."
 )
 
-# ONNX ops whose constant operand is a weight matrix/filter, in the default domain.
-WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-
 # Bytes of one int64 index per non-zero in ONNX COO storage (linear indices).
 _INDEX_BYTES = 8
+
 
 @dataclass
 class _Candidate:
@@ -94,9 +93,9 @@ class WeightPruningPass(PruningPass):
         super().__init__()
         self.options = options
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        self.report = PassReport(self.name)
-        candidates = self._select(model)
+    def call(self, model: ir.Model) -> PruningResult:
+        report = PassReport(self.name)
+        candidates = self._select(model, report)
         _apply_threshold(candidates, self.options.threshold)
         if self.options.sparsity is not None:
             if self.options.scope == "global":
@@ -109,80 +108,82 @@ class WeightPruningPass(PruningPass):
             _guard_empty(candidates)
         for candidate in candidates:
             if np.any(candidate.keep != (candidate.array != 0)):
-                self.report.changes.append(_tensor_entry(candidate))
+                report.changes.append(_tensor_entry(candidate))
                 _write(model.graph, candidate)
             candidate.evict()
-        self._summarise(candidates)
-        return PruningResult(model, bool(self.report.changes), self.report, exact=not self.report.changes)
+        report.summary = self._summary(candidates, report)
+        return PruningResult(model, bool(report.changes), report, exact=not report.changes)
 
-    def _select(self, model: ir.Model) -> list[_Candidate]:
+    def _select(self, model: ir.Model, report: PassReport) -> list[_Candidate]:
         """Every weight tensor the options allow, each once however many nodes share it."""
         weight_uses: dict[ir.Value, list[tuple[ir.Node, int]]] = {}
         for node in irx.iter_nodes(model):
-            if node.domain != "" or node.op_type not in WEIGHT_OPS:
+            if weight_op(node) is None:
                 continue
-            slot = _weight_slot(node)
-            if slot is None:
+            found = _constant_weight(node)
+            if found is None:
                 # A MatMul of two computed operands (attention) has no weight; other ops always have one.
                 if node.op_type != "MatMul":
-                    self.report.skip(_node_label(node), _computed_weight_reason(node))
+                    report.skip(irx.node_label(node), _computed_weight_reason(node))
                 continue
+            slot, weight = found
             if node.graph is not model.graph:
-                self.report.skip(
-                    node.inputs[slot].name or _node_label(node),
-                    f"weight of {_node_label(node)} inside a subgraph (If/Loop/Scan body); "
+                report.skip(
+                    weight.name or irx.node_label(node),
+                    f"weight of {irx.node_label(node)} inside a subgraph (If/Loop/Scan body); "
                     "only main-graph weights are pruned",
                 )
                 continue
-            weight_uses.setdefault(node.inputs[slot], []).append((node, slot))
+            weight_uses.setdefault(weight, []).append((node, slot))
         captured = irx.values_used_in_subgraphs(model)
         candidates = []
         for value, uses in weight_uses.items():
-            candidate = self._candidate(value, uses, captured)
+            candidate = self._candidate(value, uses, captured, report)
             if candidate is not None:
                 candidates.append(candidate)
         return candidates
 
     def _candidate(
-        self, value: ir.Value, uses: list[tuple[ir.Node, int]], captured: set[ir.Value]
+        self, value: ir.Value, uses: list[tuple[ir.Node, int]], captured: set[ir.Value], report: PassReport
     ) -> _Candidate | None:
-        """A candidate for ``value``, or ``None`` after recording why it is left alone."""
+        """A candidate for ``value``, or ``None`` after recording in ``report`` why it is left alone."""
         name = value.name or "<unnamed>"
         consumers = [node for node, _ in uses]
         reason = _ineligibility(value, uses, captured)
         if reason is None:
             reason = _excluded(value, consumers, self.options.exclude)
         if reason is not None:
-            self.report.skip(name, reason)
+            report.skip(name, reason)
             return None
         array = irx.constant_array(value)
         if array is None:
-            self.report.skip(name, "its constant content cannot be read (unsupported Constant attribute)")
+            report.skip(name, "its constant content cannot be read (unsupported Constant attribute)")
             return None
         if array.size == 0:
-            self.report.skip(name, "empty tensor, nothing to prune")
+            report.skip(name, "empty tensor, nothing to prune")
             return None
         dtype = ir.DataType.from_numpy(array.dtype)
         if not dtype.is_floating_point():
-            self.report.skip(name, f"is a {dtype.name} tensor; only floating-point weights are pruned")
+            report.skip(name, f"is a {dtype.name} tensor; only floating-point weights are pruned")
             return None
         candidate = _Candidate(value, array, consumers)
         if self.options.n_m is not None:
             axis, reason = _pattern_axis(array, uses, self.options.n_m[1])
             if reason is not None:
-                self.report.skip(name, reason)
+                report.skip(name, reason)
                 return None
             candidate.axis = axis
         return candidate
 
-    def _summarise(self, candidates: list[_Candidate]) -> None:
+    def _summary(self, candidates: list[_Candidate], report: PassReport) -> dict[str, Any]:
+        """Totals over every selected tensor, changed or not, with the options and the dense-runtime note."""
         params = sum(candidate.array.size for candidate in candidates)
         zeros_before = sum(candidate.zeros_before for candidate in candidates)
         zeros_after = sum(int(candidate.keep.size - np.count_nonzero(candidate.keep)) for candidate in candidates)
-        self.report.summary = {
+        return {
             "tensors": len(candidates),
-            "tensors_changed": len(self.report.changes),
-            "tensors_skipped": len(self.report.skipped),
+            "tensors_changed": len(report.changes),
+            "tensors_skipped": len(report.skipped),
             "params": params,
             "zeros_before": zeros_before,
             "zeros_after": zeros_after,
@@ -195,15 +196,17 @@ class WeightPruningPass(PruningPass):
         }
 
 
-def _weight_slot(node: ir.Node) -> int | None:
-    """Index of the node's constant weight input, or ``None`` when it is computed."""
-    if node.op_type == "MatMul":
-        for slot in (1, 0):
-            if len(node.inputs) > slot and _is_constant_like(node.inputs[slot]):
-                return slot
-        return None
-    if len(node.inputs) > 1 and _is_constant_like(node.inputs[1]):
-        return 1
+def _constant_weight(node: ir.Node) -> tuple[int, ir.Value] | None:
+    """The node's constant weight and its input index, or ``None`` when the weight is computed.
+
+    An initializer that is also a graph input counts here, so that it is
+    reported with its own reason (see :func:`_ineligibility`) instead of as
+    "computed".
+    """
+    for slot in weight_slots(node):
+        weight = node.inputs[slot] if slot < len(node.inputs) else None
+        if weight is not None and irx.is_constant(weight, allow_graph_input=True):
+            return slot, weight
     return None
 
 
@@ -223,16 +226,6 @@ def _computed_weight_reason(node: ir.Node) -> str:
     return f"weight '{weight.name}' is computed at run time, not a constant; fold constants first (e.g. onnxsim)"
 
 
-def _is_constant_like(value: ir.Value | None) -> bool:
-    """An initializer (graph input or not) or a ``Constant`` node's output."""
-    if value is None:
-        return False
-    if value.const_value is not None:
-        return True
-    producer = value.producer()
-    return producer is not None and producer.op_type == "Constant" and producer.domain == ""
-
-
 def _ineligibility(value: ir.Value, uses: list[tuple[ir.Node, int]], captured: set[ir.Value]) -> str | None:
     """Why ``value`` must not be rewritten, or ``None`` when it may be."""
     if value.is_graph_input():
@@ -245,49 +238,31 @@ def _ineligibility(value: ir.Value, uses: list[tuple[ir.Node, int]], captured: s
     others = [usage for usage in value.uses() if (usage.node, usage.idx) not in weight_slots]
     if others:
         usage = others[0]
-        return f"is also read by {_node_label(usage.node)} (input {usage.idx}), not as a weight"
+        return f"is also read by {irx.node_label(usage.node)} (input {usage.idx}), not as a weight"
     return None
 
 
 def _excluded(value: ir.Value, consumers: Sequence[ir.Node], patterns: Sequence[str]) -> str | None:
-    """The exclusion reason when a glob matches the tensor's name or a consuming node's name."""
-    for pattern in patterns:
-        if value.name is not None and fnmatch.fnmatchcase(value.name, pattern):
-            return f"excluded by pattern '{pattern}' (tensor name)"
-        for node in consumers:
-            if node.name and fnmatch.fnmatchcase(node.name, pattern):
-                return f"excluded by pattern '{pattern}' (node '{node.name}')"
+    """The exclusion reason when a glob matches the tensor's name or, failing that, a consuming node's name."""
+    pattern = irx.matching_pattern(value.name, patterns)
+    if pattern is not None:
+        return f"excluded by pattern '{pattern}' (tensor name)"
+    for node in consumers:
+        pattern = irx.matching_pattern(node.name, patterns)
+        if pattern is not None:
+            return f"excluded by pattern '{pattern}' (node '{node.name}')"
     return None
-
-
-def _reduction_axis(node: ir.Node, slot: int, rank: int) -> int | None:
-    """The axis of the weight that the node sums over (its input channels / K).
-
-    Conv ``[O, I/g, k...]``: 1; ConvTranspose ``[I, O/g, k...]``: 0; Gemm B:
-    0, or 1 with ``transB``; MatMul: the rows of a constant B (``-2``, or 0
-    for a vector), the columns of a constant A (``-1``).
-    """
-    if node.op_type == "Conv":
-        return 1 if rank >= 3 else None
-    if node.op_type == "ConvTranspose":
-        return 0 if rank >= 3 else None
-    if node.op_type == "Gemm":
-        if rank != 2:
-            return None
-        return 1 if node.attributes.get_int("transB", 0) else 0
-    if rank == 1:
-        return 0
-    return rank - 2 if slot == 1 else rank - 1
 
 
 def _pattern_axis(array: np.ndarray, uses: list[tuple[ir.Node, int]], group: int) -> tuple[int | None, str | None]:
     """The common reduction axis of every use, or the reason the N:M pattern cannot apply."""
-    axes = {_reduction_axis(node, slot, array.ndim) for node, slot in uses}
-    if None in axes:
+    axes = [reduction_axis(node, slot, array.ndim) for node, slot in uses]
+    known = {axis for axis in axes if axis is not None}
+    if len(known) < len(set(axes)):
         return None, f"rank-{array.ndim} weight has no reduction axis the N:M pattern understands"
-    if len(axes) > 1:
+    if len(known) > 1:
         return None, "shared by nodes that reduce over different axes, so one N:M pattern cannot suit all of them"
-    axis = axes.pop()
+    axis = known.pop()
     length = array.shape[axis]
     if length % group:
         return None, f"reduction axis {axis} has length {length}, not a multiple of M={group} for the N:M pattern"
@@ -385,8 +360,7 @@ def _apply_pattern(candidates: list[_Candidate], keep_count: int, group: int) ->
         order = np.argsort(groups, axis=1, kind="stable")
         pattern_keep = np.ones(groups.shape, dtype=bool)
         np.put_along_axis(pattern_keep, order[:, : group - keep_count], False, axis=1)
-        pattern_keep = np.moveaxis(pattern_keep.reshape(moved.shape), -1, candidate.axis)
-        candidate.keep &= pattern_keep
+        candidate.keep &= np.moveaxis(pattern_keep.reshape(moved.shape), -1, candidate.axis)
 
 
 def _guard_empty(candidates: list[_Candidate]) -> None:
@@ -429,7 +403,7 @@ def _tensor_entry(candidate: _Candidate) -> dict[str, object]:
         "tensor": candidate.name,
         "shape": list(candidate.array.shape),
         "dtype": str(candidate.array.dtype),
-        "consumers": [_node_label(node) for node in candidate.consumers],
+        "consumers": [irx.node_label(node) for node in candidate.consumers],
         "params": size,
         "nonzero_before": nonzero_before,
         "nonzero_after": nonzero_after,
@@ -439,7 +413,3 @@ def _tensor_entry(candidate: _Candidate) -> dict[str, object]:
         "coo_bytes": nonzero_after * (itemsize + _INDEX_BYTES),
         "guarded": candidate.guarded,
     }
-
-
-def _node_label(node: ir.Node) -> str:
-    return f"{node.op_type} '{node.name}'" if node.name else node.op_type
