@@ -10,13 +10,13 @@ The public API mirrors the command line::
 
 __version__ = "0.1.0"
 
-from onnxprune.analysis.cost import Cost, model_cost  # noqa: E402
-from onnxprune.bench import Timing, benchmark  # noqa: E402
-from onnxprune.config import PruneConfig  # noqa: E402
-from onnxprune.errors import InputError, OnnxPruneError, QualityGateError  # noqa: E402
-from onnxprune.ir import load, save  # noqa: E402
-from onnxprune.pipeline import PruneResult, prune  # noqa: E402
-from onnxprune.validate import InputSource, Validation, validate  # noqa: E402
+from onnxprune.analysis.cost import Cost, model_cost
+from onnxprune.bench import Timing, benchmark
+from onnxprune.config import PruneConfig
+from onnxprune.errors import InputError, OnnxPruneError, QualityGateError
+from onnxprune.ir import load, save
+from onnxprune.pipeline import PruneResult, prune
+from onnxprune.validate import InputSource, Validation, validate
 
 __all__ = [
     "Cost",

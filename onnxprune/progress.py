@@ -26,13 +26,21 @@ def progress(description: str, total: int | None = None, quiet: bool = False) ->
     long run spent its time without any escape codes.
     """
     if quiet:
-        yield lambda steps=1: None
+        yield _ignore
         return
     if not interactive():
         print(f"{description} ...", file=sys.stderr, flush=True)
-        yield lambda steps=1: None
+        yield _ignore
         return
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda steps=1: bar.advance(task, steps)
+
+        def advance(steps: int = 1) -> None:
+            bar.advance(task, steps)
+
+        yield advance
+
+
+def _ignore(steps: int = 1) -> None:
+    """``advance`` where nothing is drawn."""

@@ -175,11 +175,12 @@ def _signature(value: ir.Value) -> dict[str, Any]:
 def _bytes(value: int | None) -> str:
     if value is None:
         return "-"
+    size = float(value)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value /= 1024
-    return str(value)
+        if size < 1024 or unit == "GiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return str(size)
 
 
 def _ratio(after: float | None, before: float | None) -> str:

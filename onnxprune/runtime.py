@@ -69,7 +69,7 @@ def input_specs(model: ir.Model, shapes: Mapping[str, tuple[int, ...]] | None = 
     inputs the user never meant.
     """
     shapes = dict(shapes or {})
-    names = {value.name for value in model.graph.inputs}
+    names = {value.name for value in model.graph.inputs if value.name}
     for name in shapes:
         if name not in names:
             raise InputError(f"--input-shape names '{name}', which is not a graph input (inputs: {', '.join(sorted(names))})")
@@ -77,17 +77,19 @@ def input_specs(model: ir.Model, shapes: Mapping[str, tuple[int, ...]] | None = 
     for value in model.graph.inputs:
         if value.is_initializer():
             continue
+        # Serialised, an unnamed input is named "", which is what onnxruntime would be fed under.
+        name = value.name or ""
         if not isinstance(value.type, ir.TensorType) or value.dtype is None:
-            raise InputError(f"input '{value.name}' is not a tensor; only tensor inputs are supported")
+            raise InputError(f"input '{name}' is not a tensor; only tensor inputs are supported")
         dtype = value.dtype.numpy()
-        if value.name in shapes:
-            shape = tuple(shapes[value.name])
+        if name in shapes:
+            shape = tuple(shapes[name])
             if value.shape is not None and len(shape) != len(value.shape):
-                raise InputError(f"--input-shape {value.name}: rank {len(shape)} given, the model's input has rank {len(value.shape)}")
-            specs.append(InputSpec(value.name, shape, dtype))
+                raise InputError(f"--input-shape {name}: rank {len(shape)} given, the model's input has rank {len(value.shape)}")
+            specs.append(InputSpec(name, shape, dtype))
             continue
         if value.shape is None:
-            raise InputError(f"input '{value.name}' has no declared shape; give one with --input-shape {value.name}=D0,D1,...")
+            raise InputError(f"input '{name}' has no declared shape; give one with --input-shape {name}=D0,D1,...")
         dims = []
         for axis, dim in enumerate(value.shape):
             if isinstance(dim, int):
@@ -95,10 +97,8 @@ def input_specs(model: ir.Model, shapes: Mapping[str, tuple[int, ...]] | None = 
             elif axis == 0:
                 dims.append(1)
             else:
-                raise InputError(
-                    f"input '{value.name}' dim {axis} is symbolic ('{dim}'); give it with --input-shape {value.name}=D0,D1,..."
-                )
-        specs.append(InputSpec(value.name, tuple(dims), dtype))
+                raise InputError(f"input '{name}' dim {axis} is symbolic ('{dim}'); give it with --input-shape {name}=D0,D1,...")
+        specs.append(InputSpec(name, tuple(dims), dtype))
     return specs
 
 

@@ -190,7 +190,7 @@ def _interface_differences(reference: ir.Model, candidate: ir.Model) -> list[str
     return problems
 
 
-def _describe(signature: list[tuple[str, ir.DataType | None]]) -> str:
+def _describe(signature: list[tuple[str | None, ir.DataType | None]]) -> str:
     return "[" + ", ".join(f"{name}:{dtype.name if dtype else '?'}" for name, dtype in signature) + "]"
 
 

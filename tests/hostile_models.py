@@ -620,7 +620,7 @@ def write_large_model(path: Path, tensor_elements: int, tensors: int, seed: int 
         weight = ir.Value(name=f"w{index}", shape=ir.Shape([side, side]), type=ir.TensorType(ir.DataType.FLOAT))
         weight.const_value = ir.LazyTensor(
             lambda index=index: ir.tensor(
-                (np.random.default_rng(seed + index).standard_normal((side, side), np.float32) / np.float32(np.sqrt(side)))
+                np.random.default_rng(seed + index).standard_normal((side, side), np.float32) / np.float32(np.sqrt(side))
             ),
             dtype=ir.DataType.FLOAT,
             shape=ir.Shape([side, side]),

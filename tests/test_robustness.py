@@ -256,7 +256,7 @@ def test_weights_in_constant_nodes_without_simplify_are_pruned_or_skipped_with_r
 def test_computed_weights_are_folded_then_pruned(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Reshape*Mul weights and a ConstantOfShape bias become initializers that the weight pass can see."""
     model = hm.constant_of_shape_weights()
-    code, err, output, report = prune_model(model, tmp_path, capsys, ["--weight-sparsity", "0.5", *EXACT_ONLY])
+    code, err, output, _ = prune_model(model, tmp_path, capsys, ["--weight-sparsity", "0.5", *EXACT_ONLY])
     assert code == 0, err
     written = onnx.load(str(output))
     conv1 = next(node for node in written.graph.node if node.name == "conv1")
@@ -283,7 +283,7 @@ def test_weights_listed_as_graph_inputs_are_not_pruned_in_place(tmp_path: Path, 
 
 def test_shared_initializer_stays_shared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = hm.shared_initializer()
-    code, err, output, report = prune_model(model, tmp_path, capsys, ["--weight-sparsity", "0.5", *EXACT_ONLY])
+    code, err, output, _ = prune_model(model, tmp_path, capsys, ["--weight-sparsity", "0.5", *EXACT_ONLY])
     assert code == 0, err
     written = onnx.load(str(output))
     convs = {node.name: node for node in written.graph.node if node.op_type == "Conv"}
@@ -356,7 +356,7 @@ def test_multiple_inputs_and_outputs_keep_names_and_order(tmp_path: Path, capsys
 @pytest.mark.parametrize("opset", range(9, onnx.defs.onnx_opset_version() + 1))
 def test_every_opset_from_9_to_newest(opset: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = hm.conv_chain(opset=opset)
-    code, err, output, report = prune_model(model, tmp_path, capsys, ALL_FAMILIES)
+    code, err, output, _ = prune_model(model, tmp_path, capsys, ALL_FAMILIES)
     if code == 2:
         # The only acceptable refusal: onnxruntime does not implement this opset yet -- and it must say so.
         assert "opset" in err.lower() and CRASH_MARKER not in err, err
@@ -370,13 +370,13 @@ def test_every_opset_from_9_to_newest(opset: int, tmp_path: Path, capsys: pytest
 def test_newest_opset_supported_by_onnxruntime_prunes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """At least opset 9..21 must fully work: those are what exporters in use write today."""
     for opset in (9, 13, 17, 21):
-        code, err, output, _ = prune_model(hm.conv_chain(opset=opset), tmp_path, capsys, ALL_FAMILIES)
+        code, err, _, _ = prune_model(hm.conv_chain(opset=opset), tmp_path, capsys, ALL_FAMILIES)
         assert code == 0, f"opset {opset}: {err}"
 
 
 def test_sum_residual_merges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = hm.sum_residual()
-    code, err, output, report = prune_model(model, tmp_path, capsys, ALL_FAMILIES)
+    code, err, output, _ = prune_model(model, tmp_path, capsys, ALL_FAMILIES)
     assert code == 0, err
     written = assert_valid_output(output, model)
     # Every remaining Sum still adds tensors of one shape (channels pruned together or not at all).
@@ -419,7 +419,7 @@ def _outer_names_read_inside(graph: onnx.GraphProto) -> set[str]:
 @pytest.mark.parametrize("name", sorted(SUBGRAPH_MODELS))
 def test_values_read_by_subgraphs_are_not_pruned(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = SUBGRAPH_MODELS[name]()
-    code, err, output, report = prune_model(model, tmp_path, capsys, ALL_FAMILIES)
+    code, err, output, _ = prune_model(model, tmp_path, capsys, ALL_FAMILIES)
     assert code == 0, err
     written = assert_valid_output(output, model)
     original_weights = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
@@ -473,7 +473,7 @@ def _quantized_part(model: onnx.ModelProto) -> list:
 @pytest.mark.parametrize("name", sorted(QUANTIZED_MODELS))
 def test_quantized_parts_are_left_intact(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = QUANTIZED_MODELS[name]()
-    code, err, output, report = prune_model(model, tmp_path, capsys, ALL_FAMILIES)
+    code, err, output, _ = prune_model(model, tmp_path, capsys, ALL_FAMILIES)
     assert code == 0, err
     written = assert_valid_output(output, model)
     assert _quantized_part(written) == _quantized_part(model)
@@ -522,7 +522,9 @@ def model_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_interrupted_save_leaves_no_partial_output(model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_interrupted_save_leaves_no_partial_output(
+    model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Ctrl-C in the middle of writing: OUT keeps its old content (here: absent), no temporary file stays."""
     output = tmp_path / "pruned.onnx"
     previous = tmp_path / "previous.onnx"
@@ -648,7 +650,8 @@ def test_read_only_output_directory_is_refused(model_file: Path, tmp_path: Path,
     if root:
         made = subprocess.run(["chattr", "+i", str(locked)], capture_output=True, text=True, check=False) if shutil.which("chattr") else None
         if made is None or made.returncode != 0:
-            pytest.skip(f"running as root and cannot make a directory immutable here ({made.stderr.strip() if made else 'no chattr'}), so no directory is read-only for this process")
+            why = made.stderr.strip() if made else "no chattr"
+            pytest.skip(f"running as root and cannot make a directory immutable here ({why}), so no directory is read-only for this process")
     else:
         locked.chmod(0o555)
     try:

@@ -5,7 +5,7 @@ value are timed interleaved (``onnxprune.bench.benchmark``: A B C A B C ...,
 speedup = median of per-pair ratios against the original) with 1 and 2
 threads, next to the MAC reduction of each copy.  The table it prints, and
 the command line that produced it, are what ``DEFAULT_ROUND_TO`` in
-``onnxprune/passes/channels.py`` was chosen from.
+``onnxprune/options.py`` was chosen from.
 
     python tools/bench_round_to.py models/resnet_mini.onnx models/vgg_mini.onnx --ratio 0.5
 """
@@ -48,13 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         base = model_cost(original)
         for round_to in args.round_to:
             model = irx.copy_model(original)
-            channel_pass = ChannelPruningPass(ChannelOptions(ratio=args.ratio, round_to=round_to, global_ranking=args.global_ranking))
-            channel_pass(model)
+            options = ChannelOptions(ratio=args.ratio, round_to=round_to, global_ranking=args.global_ranking)
+            summary = ChannelPruningPass(options)(model).report.summary
             cost = model_cost(model)
             variants.append(model)
-            rows.append((round_to, channel_pass.report.summary["channels_after"], cost.macs))
+            rows.append((round_to, summary["channels_after"], cost.macs))
         timings = {threads: benchmark(variants, runs=args.runs, threads=threads, quiet=True) for threads in args.threads}
-        line = f"{path.stem:<24} {'-':>8} {channel_pass.report.summary['channels_before']:>9} {base.macs / 1e6:>9.1f} {1.0:>7.2f}x"
+        line = f"{path.stem:<24} {'-':>8} {summary['channels_before']:>9} {base.macs / 1e6:>9.1f} {1.0:>7.2f}x"
         print(line + "".join(f" {1.0:>10.2f}x {timings[t][0].median_ms:>8.2f}" for t in args.threads))
         for index, (round_to, channels, macs) in enumerate(rows, start=1):
             line = f"{path.stem:<24} {round_to:>8} {channels:>9} {macs / 1e6:>9.1f} {base.macs / macs:>7.2f}x"

@@ -341,7 +341,7 @@ def _measure_latency(rows: list[dict], protos: list, runs: int, warmup: int, thr
 
 def gemm_stack(params: int, layers: int = 4) -> onnx.ModelProto:
     """``layers`` square Gemm + Relu layers holding about ``params`` weights (random, seeded)."""
-    width = int(round((params / layers) ** 0.5))
+    width = round((params / layers) ** 0.5)
     rng = np.random.default_rng(0)
     nodes, initializers = [], []
     current = "input"
@@ -529,7 +529,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Summary (over all models each tool ran on)",
         "",
-        "| method | ratio | tool | convs shrunk | convs sparsified | channels removed | MACs × (geomean) | params × | zlib size × | speedup 1 thread | speedup 2 threads | mean cosine | min cosine | mean top-1 agree | failed | checker fails | prune s |",
+        "| method | ratio | tool | convs shrunk | convs sparsified | channels removed | MACs × (geomean) | params × | zlib size × "
+        "| speedup 1 thread | speedup 2 threads | mean cosine | min cosine | mean top-1 agree | failed | checker fails | prune s |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for entry in results["summary"]:
@@ -558,12 +559,14 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Per model",
         "",
-        "| model | variant | convs shrunk | channels removed | params | nonzero | MMACs | file KB | zlib KB | zlib KB w/o unused | ms 1t | speedup 1t | speedup 2t | cosine | max abs diff | top-1 agree | accuracy | prune s | notes |",
+        "| model | variant | convs shrunk | channels removed | params | nonzero | MMACs | file KB | zlib KB | zlib KB w/o unused "
+        "| ms 1t | speedup 1t | speedup 2t | cosine | max abs diff | top-1 agree | accuracy | prune s | notes |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in results["models"]:
         if "macs" not in row:
-            lines.append(f"| {row['model']} | {row['label']} | | | | | | | | | | | | | | | | {_fmt(row.get('prune_seconds'), '.2f')} | failed: {_escape(row['error'])} |")
+            empty = "| " * 15
+            lines.append(f"| {row['model']} | {row['label']} {empty}| {_fmt(row.get('prune_seconds'), '.2f')} | failed: {_escape(row['error'])} |")
             continue
         notes = []
         if row.get("checker_error"):
@@ -754,14 +757,25 @@ def _log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, default=REPOSITORY / "models", help="directory of .onnx models")
-    parser.add_argument("--out", type=Path, default=None, help="where results.json, results.md and plots go (default benchmarks/; quick: a temp dir, so a smoke run never overwrites published results)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where results.json, results.md and plots go (default benchmarks/; quick: a temp dir, so a smoke run never overwrites published results)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke subset: two models, one ratio each, few runs, 1M-parameter scaling only")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per variant (default 200, quick 20)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--samples", type=int, default=16, help="random inputs for fidelity")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--render-only", action="store_true", help="rewrite results.md and the plots from the results.json already in --out")
-    parser.add_argument("--scaling", type=float, nargs="*", default=None, help="synthetic model sizes in millions of params (default 1 10 100; quick 1; the flag alone skips scaling)")
+    parser.add_argument(
+        "--scaling",
+        type=float,
+        nargs="*",
+        default=None,
+        help="synthetic model sizes in millions of params (default 1 10 100; quick 1; the flag alone skips scaling)",
+    )
     args = parser.parse_args(argv)
 
     if args.out is None:

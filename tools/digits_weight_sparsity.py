@@ -42,10 +42,8 @@ def accuracy(model_path: Path, data_path: Path, options: WeightOptions | None) -
     model = irx.load(model_path)
     sparsity = 0.0
     if options is not None:
-        weight_pass = WeightPruningPass(options)
-        weight_pass(model)
+        sparsity = WeightPruningPass(options)(model).report.summary["sparsity_after"]
         CleanupPass()(model)
-        sparsity = weight_pass.report.summary["sparsity_after"]
     with np.load(data_path) as archive:
         images, labels = archive["input"], archive["labels"]
     session = runtime.make_session(model, optimize=False)

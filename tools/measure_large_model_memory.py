@@ -59,9 +59,9 @@ def main() -> int:
         weight_bytes = (model.parent / f"{model.name}.data").stat().st_size
         results["weight_bytes"] = weight_bytes
         cli = [sys.executable, "-m", "onnxprune.cli"]
-        results["inspect"] = run_measured(cli + ["inspect", str(model), "--json"])
+        results["inspect"] = run_measured([*cli, "inspect", str(model), "--json"])
         output = directory / "pruned.onnx"
-        results["prune"] = run_measured(cli + ["prune", str(model), "-o", str(output), *arguments.options.split()])
+        results["prune"] = run_measured([*cli, "prune", str(model), "-o", str(output), *arguments.options.split()])
         results["prune_options"] = arguments.options
         if output.exists():
             results["output_files"] = {path.name: path.stat().st_size for path in directory.glob("pruned.onnx*")}
