@@ -60,19 +60,33 @@ def run(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> dict[
     return dict(zip(names, results))
 
 
-def input_specs(model: ir.Model, shapes: Mapping[str, tuple[int, ...]] | None = None) -> list[InputSpec]:
+def input_specs(
+    model: ir.Model,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    data_shapes: Mapping[str, tuple[int, ...]] | None = None,
+) -> list[InputSpec]:
     """Resolve every graph input to a concrete shape.
 
-    Symbolic dims come from ``shapes`` (``--input-shape NAME=1,3,224,224``);
-    a leading symbolic dim is taken as the batch and set to 1.  Any other
-    unknown dim is an error that names it, since guessing would validate on
-    inputs the user never meant.
+    Symbolic dims come from ``shapes`` (``--input-shape NAME=1,3,224,224``),
+    which give an input's whole shape.  Failing that they come from
+    ``data_shapes``, the shape of one batch of calibration data
+    (:meth:`onnxprune.calibration.CalibrationData.shapes`): it fills only the
+    dims the model leaves symbolic (a batch declared ``-1`` or named, the H/W
+    of a Paddle export), so data gives real shapes with no ``--input-shape``.
+    Without either, a leading symbolic dim is taken as the batch and set to
+    1.  Any other unknown dim is an error that names it, since guessing would
+    validate on inputs the user never meant.  A dim declared as a negative
+    number (``-1``, as some exporters write) counts as symbolic.
     """
     shapes = dict(shapes or {})
+    data_shapes = dict(data_shapes or {})
     names = {value.name for value in model.graph.inputs if value.name}
     for name in shapes:
         if name not in names:
             raise InputError(f"--input-shape names '{name}', which is not a graph input (inputs: {', '.join(sorted(names))})")
+    for name in data_shapes:
+        if name not in names:
+            raise InputError(f"calibration data names '{name}', which is not a graph input (inputs: {', '.join(sorted(names))})")
     specs = []
     for value in model.graph.inputs:
         if value.is_initializer():
@@ -88,18 +102,37 @@ def input_specs(model: ir.Model, shapes: Mapping[str, tuple[int, ...]] | None = 
                 raise InputError(f"--input-shape {name}: rank {len(shape)} given, the model's input has rank {len(value.shape)}")
             specs.append(InputSpec(name, shape, dtype))
             continue
+        if name in data_shapes:
+            specs.append(InputSpec(name, _filled_from_data(name, value.shape, tuple(data_shapes[name])), dtype))
+            continue
         if value.shape is None:
             raise InputError(f"input '{name}' has no declared shape; give one with --input-shape {name}=D0,D1,...")
         dims = []
         for axis, dim in enumerate(value.shape):
-            if isinstance(dim, int):
-                dims.append(dim)
+            static = _static(dim)
+            if static is not None:
+                dims.append(static)
             elif axis == 0:
                 dims.append(1)
             else:
                 raise InputError(f"input '{name}' dim {axis} is symbolic ('{dim}'); give it with --input-shape {name}=D0,D1,...")
         specs.append(InputSpec(name, tuple(dims), dtype))
     return specs
+
+
+def _static(dim: int | ir.SymbolicDim) -> int | None:
+    """A declared dim's size, or None when it is symbolic (a name, unknown, or negative)."""
+    return dim if isinstance(dim, int) and dim >= 0 else None
+
+
+def _filled_from_data(name: str, declared: ir.Shape | None, data: tuple[int, ...]) -> tuple[int, ...]:
+    """The declared shape with its symbolic dims taken from the data's."""
+    if declared is None:
+        return data
+    if len(data) != len(declared):
+        raise InputError(f"calibration data: '{name}' has rank {len(data)}, the model's input has rank {len(declared)}")
+    statics = [_static(dim) for dim in declared]
+    return tuple(given if static is None else static for static, given in zip(statics, data))
 
 
 def random_inputs(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:
