@@ -80,7 +80,15 @@ class ValidationOptions(OptionFamily):
 
     inputs: str | None = option(None, flag="inputs", help="npz of inputs for validation (keys = input names)")
     calibration: str | None = option(
-        None, flag="calibration", help="npz of inputs (and optional 'labels') for scoring layers and measuring accuracy"
+        None,
+        flag="calibration",
+        help="calibration samples: an npz or a folder of npz/npy files, keyed by input name (optional 'labels'); "
+        "a fit part tunes pruning, a held-out part validates",
+    )
+    labels: str | None = option(
+        None,
+        flag="labels",
+        help="labels for --calibration samples (.npy, or .npz with a 'labels' array): validation reports task accuracy on the held-out part",
     )
     input_shape: tuple[str, ...] = option(
         (), flag="input-shape", help="NAME=D0,D1,... for inputs with symbolic dims", items="NAME=D0,D1,... strings", check=_check_input_shapes
@@ -207,6 +215,11 @@ class ChannelOptions(OptionFamily):
     )
     remove_dead: bool = option(
         True, flag="dead-channels", help="remove channels whose output is constant, folding it exactly into the next layer"
+    )
+    reconstruct: bool = option(
+        True,
+        flag="reconstruct",
+        help="with --calibration: refit every layer after a pruned channel by least squares so it reproduces the original's output",
     )
 
 

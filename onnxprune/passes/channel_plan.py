@@ -93,3 +93,17 @@ class ChannelPlan(ChannelEdits):
     groups: list[GroupPlan]
     skipped: list[tuple[str, str]]
     channels: ChannelGraph = field(repr=False)
+    removed_units: np.ndarray = field(repr=False)
+
+    def kept_outputs(self) -> dict[ir.Node, np.ndarray]:
+        """For every layer that loses output channels, the indices of those it keeps."""
+        kept_atoms = ~self.removed_units[self.channels.unit_of_atom]
+        return {
+            source.node: np.flatnonzero(kept_atoms[source.atoms])
+            for source in self.channels.sources
+            if not kept_atoms[source.atoms].all()
+        }
+
+    def edited_nodes(self) -> set[ir.Node]:
+        """The nodes whose constants or attributes the plan changes."""
+        return {node for node, _ in self.tensors} | {node for node, _ in self.attributes}

@@ -41,6 +41,7 @@ Which channels go:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import onnx_ir as ir
@@ -55,6 +56,7 @@ from onnxprune.passes.channel_edits import compute_edits
 from onnxprune.passes.channel_plan import ChannelPlan, ChannelPlanError, GroupPlan
 from onnxprune.passes.channel_report import fill_report, group_plans, unchanged_weight_layers
 from onnxprune.passes.channel_selection import select_channels
+from onnxprune.reconstruct.refit import Feeds, refit_changed_layers
 
 __all__ = [
     "ChannelPlan",
@@ -74,7 +76,7 @@ def plan_channel_pruning(model: ir.Model, options: ChannelOptions) -> ChannelPla
     edits = compute_edits(channels, selection.removed)
     groups = group_plans(channels, selection)
     skipped = unchanged_weight_layers(model, channels, edits.tensors, groups)
-    return ChannelPlan(edits.tensors, edits.attributes, edits.cleared, edits.removed_positions, groups, skipped, channels)
+    return ChannelPlan(edits.tensors, edits.attributes, edits.cleared, edits.removed_positions, groups, skipped, channels, selection.removed)
 
 
 @dataclass
@@ -89,12 +91,14 @@ class ChannelPruningPass(PruningPass):
 
     name = "channels"
 
-    def __init__(self, options: ChannelOptions | None = None) -> None:
+    def __init__(self, options: ChannelOptions | None = None, calibration: Sequence[Feeds] | None = None) -> None:
         super().__init__()
         self.options = options or ChannelOptions()
+        self.calibration = calibration
 
     def call(self, model: ir.Model) -> ChannelResult:
-        return _prune_channels(model, self.options, self.name, always_exact=False)
+        refit_on = self.calibration if self.options.reconstruct and self.calibration else None
+        return _prune_channels(model, self.options, self.name, always_exact=False, refit_on=refit_on)
 
 
 class DeadChannelPass(PruningPass):
@@ -115,18 +119,27 @@ class DeadChannelPass(PruningPass):
         return _prune_channels(model, self.options, self.name, always_exact=True)
 
 
-def _prune_channels(model: ir.Model, options: ChannelOptions, name: str, always_exact: bool) -> ChannelResult:
-    """Plan, check on a copy, apply; a plan that fails validation leaves ``model`` alone and says why."""
+def _prune_channels(
+    model: ir.Model, options: ChannelOptions, name: str, always_exact: bool, refit_on: Sequence[Feeds] | None = None
+) -> ChannelResult:
+    """Plan, check on a copy, apply, then refit on ``refit_on`` batches; a plan that fails validation leaves ``model`` alone and says why."""
     report = PassReport(name)
     try:
         plan = plan_channel_pruning(model, options)
         irx.evict_model_pages(model)
         before = model_cost(model) if plan.changes_anything else None
+        original = model.clone() if refit_on is not None and plan.changes_anything else None
+        original_node = {} if original is None else dict(zip(model.graph, original.graph))
         if plan.changes_anything:
             channel_apply.apply_checked(plan, model)
     except ChannelPlanError as error:
         report.skip("all channel groups", f"the channel plan failed validation and was not applied: {error}")
         return ChannelResult(model, False, report, exact=True, plan=None)
+    refit = None if original is None or refit_on is None else refit_changed_layers(
+        original, model, original_node, plan.edited_nodes(), refit_on, plan.kept_outputs()
+    )
     fill_report(report, plan, options, None if before is None else (before, model_cost(model)))
+    if refit is not None:
+        refit.add_to(report)
     modified = plan.changes_anything
     return ChannelResult(model, modified, report, exact=always_exact or not modified, plan=plan)

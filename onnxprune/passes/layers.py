@@ -25,6 +25,7 @@ automatic selection also records the score of every candidate it weighed.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,7 @@ from onnxprune.errors import InputError
 from onnxprune.options import LayerOptions
 from onnxprune.passes.base import PassReport, PruningPass, PruningResult
 from onnxprune.progress import progress
+from onnxprune.reconstruct.refit import Feeds, refit_changed_layers
 
 DRIFT_METRIC = "max over graph outputs of ||y' - y||_2 / ||y||_2 vs the original model, stacked over calibration inputs"
 RANDOM_INPUTS_WARNING = (
@@ -79,20 +81,29 @@ class LayerBypassPass(PruningPass):
 
     name = "layers"
 
-    def __init__(self, options: LayerOptions | None = None) -> None:
+    def __init__(self, options: LayerOptions | None = None, calibration: Sequence[Feeds] | None = None, refit: bool = True) -> None:
+        """``calibration``: batches of real inputs that rank candidates and, with ``refit``, refit the layers after a bypass."""
         super().__init__()
         self.options = options or LayerOptions()
+        self.calibration = list(calibration) if calibration else None
+        self.refit = refit
 
     def call(self, model: ir.Model) -> PruningResult:
         report = PassReport(self.name)
         if not self.options.selects_anything:
             report.summary = {"mode": "none", "bypassed": 0}
             return PruningResult(model, False, report, exact=True)
+        original = model.clone() if self.refit and self.calibration else None
+        original_node = {} if original is None else dict(zip(model.graph, original.graph))
         run = _Run(model, report)
         if self.options.bypass:
             self._bypass_by_name(run)
         else:
             self._bypass_automatically(run)
+        if original is not None and self.calibration and report.changes:
+            refit = refit_changed_layers(original, model, original_node, set(), self.calibration, rewired=run.rewired)
+            refit.add_to(report)
+            run.cost = model_cost(model)
         report.summary.update(
             bypassed=len(report.changes),
             macs_before=run.original_cost.macs,
@@ -118,7 +129,12 @@ class LayerBypassPass(PruningPass):
                 if decline.as_skip() not in report.skipped:
                     report.skipped.append(decline.as_skip())
         selected.sort(key=lambda candidate: candidate.kind != "residual")
-        meter, warnings = _drift_meter_or_warning(model, self.options) if selected else (None, [])
+        meter: DriftMeter | None
+        warnings: list[str]
+        if selected and self.calibration:
+            meter, warnings = DriftMeter(model, self.calibration), []
+        else:
+            meter, warnings = _drift_meter_or_warning(model, self.options) if selected else (None, [])
         report.summary.update(mode="names", patterns=list(self.options.bypass), warnings=warnings)
         removed_by: dict[ir.Node, str] = {}
         for wanted in selected:
@@ -140,7 +156,7 @@ class LayerBypassPass(PruningPass):
     def _bypass_automatically(self, run: _Run) -> None:
         """Greedy: score every remaining candidate on the current model, bypass the least harmful, repeat."""
         model, report = run.model, run.report
-        feeds, warnings = _calibration_feeds(model, self.options)
+        feeds, warnings = (self.calibration, []) if self.calibration else _calibration_feeds(model, self.options)
         meter = DriftMeter(model, feeds)
         limit = self.options.auto if self.options.auto is not None else math.inf
         report.summary.update(
@@ -192,6 +208,8 @@ class _Run:
         self.report = report
         self.shapes = ShapeFacts.infer(model)
         self.original_cost = self.cost = model_cost(model)
+        self.rewired: set[ir.Node] = set()
+        """Nodes that read a bypassed block's output and now read its source."""
 
     def candidates(self) -> tuple[list[Candidate], list[Declined]]:
         """Bypass candidates of the model as it is now."""
@@ -200,6 +218,7 @@ class _Run:
     def apply(self, candidate: Candidate) -> dict[str, Any]:
         """Bypass one candidate and record what it removed and saved; the change is returned for more facts."""
         change: dict[str, Any] = candidate.describe()
+        self.rewired.update(usage.node for usage in candidate.output.uses())
         change.update(apply_bypass(self.model.graph, candidate))
         after = model_cost(self.model)
         change["macs_saved"] = self.cost.macs - after.macs

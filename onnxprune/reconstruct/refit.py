@@ -1,0 +1,162 @@
+"""Sequential least-squares reconstruction of the layers after a pruning edit.
+
+After channels are removed (or layers bypassed), every weight layer whose
+input changed is refit so that, on the *pruned* model's inputs, it reproduces
+what the ORIGINAL layer computed on the original model's inputs (see
+:mod:`~onnxprune.reconstruct.normal_equations`).  Layers are taken in waves
+along the graph: a wave holds the layers with no other changed layer upstream
+that is not refit yet, so each layer is fit on inputs that already include
+every earlier refit, and errors do not accumulate layer after layer.  One
+wave costs one run of each model, cut off after the values that wave reads.
+
+Only the *fit* part of the calibration data is used here; validation judges
+the result on the held-out part.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.ir import node_label
+from onnxprune.passes.base import PassReport
+from onnxprune.progress import progress
+from onnxprune.reconstruct.capture import ValueReader
+from onnxprune.reconstruct.linear import LinearLayer, linear_layer
+from onnxprune.reconstruct.normal_equations import WELL_POSED_ROWS_PER_FEATURE, NormalEquations
+
+Feeds = dict[str, np.ndarray]
+
+ROWS_PER_FEATURE = 2 * WELL_POSED_ROWS_PER_FEATURE
+"""Rows sampled per feature (plus :data:`MIN_ROWS`): a well-posed fit, few enough rows to stay fast."""
+MIN_ROWS = 2048
+
+
+@dataclass
+class RefitReport:
+    """Per refit layer, its input features and its relative output error before and after; refused layers with why."""
+
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    waves: int = 0
+    batches: int = 0
+
+    def add_to(self, report: PassReport) -> None:
+        """Record the refit in a pass's report: the refused layers as skips, the rest under ``reconstruction``."""
+        for target, reason in self.skipped:
+            report.skip(target, reason)
+        report.summary["reconstruction"] = {"refit_layers": len(self.layers), "waves": self.waves, "batches": self.batches, "layers": self.layers}
+
+
+@dataclass(frozen=True)
+class _Target:
+    layer: LinearLayer
+    original: LinearLayer
+    wave: int
+
+
+def refit_changed_layers(
+    original: ir.Model,
+    pruned: ir.Model,
+    original_node: dict[ir.Node, ir.Node],
+    edited: set[ir.Node],
+    batches: Sequence[Feeds],
+    kept_outputs: dict[ir.Node, np.ndarray] | None = None,
+    rewired: set[ir.Node] | None = None,
+    seed: int = 0,
+) -> RefitReport:
+    """Refit, in ``pruned``, every layer downstream of the ``edited`` nodes.
+
+    ``original_node`` maps pruned nodes to the original's; ``kept_outputs``
+    gives, for a layer whose own output channels were pruned too, which of
+    the original's it kept (a layer missing there is refit only when it kept
+    them all).  ``rewired`` nodes read a different value than in the
+    original (the consumers of a bypassed block): they are refit themselves
+    and count as edited.
+    """
+    report = RefitReport(batches=len(batches))
+    rewired = rewired or set()
+    targets = _targets(pruned, original_node, edited | rewired, kept_outputs or {}, rewired, report)
+    if not targets or not batches:
+        return report
+    report.waves = max(target.wave for target in targets) + 1
+    rng = np.random.default_rng(seed)
+    with progress(f"refitting {len(targets)} layer(s) in {report.waves} wave(s) on {len(batches)} batch(es)", total=report.waves) as advance:
+        for wave in range(report.waves):
+            _refit_wave([target for target in targets if target.wave == wave], original, pruned, batches, rng, report)
+            advance(1)
+    return report
+
+
+def _targets(
+    pruned: ir.Model,
+    original_node: dict[ir.Node, ir.Node],
+    edited: set[ir.Node],
+    kept_outputs: dict[ir.Node, np.ndarray],
+    rewired: set[ir.Node],
+    report: RefitReport,
+) -> list[_Target]:
+    """The refittable layers whose data input depends on an edit, each with its wave."""
+    changed: set[ir.Value] = set()
+    level: dict[ir.Value, int] = {}
+    targets: list[_Target] = []
+    for node in pruned.graph:
+        inputs = [value for value in node.inputs if value is not None]
+        depth = max((level.get(value, 0) for value in inputs), default=0)
+        data = node.inputs[0] if node.inputs else None
+        refit = False
+        if data is not None and (data in changed or node in rewired) and node in original_node:
+            layer, original = linear_layer(node), linear_layer(original_node[node])
+            if isinstance(layer, str) or isinstance(original, str):
+                if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
+                    report.skipped.append((node_label(node), f"not refit: {layer if isinstance(layer, str) else original}"))
+            elif layer.weight.shape[0] != original.weight.shape[0] and len(kept_outputs.get(node, ())) != layer.weight.shape[0]:
+                report.skipped.append((node_label(node), "not refit: which of its output channels were kept is not known"))
+            else:
+                if layer.weight.shape[0] != original.weight.shape[0]:
+                    original = original.with_outputs(kept_outputs[node])
+                targets.append(_Target(layer, original, depth))
+                refit = True
+        if node in edited or any(value in changed for value in inputs):
+            changed.update(node.outputs)
+        for value in node.outputs:
+            level[value] = depth + int(refit)
+    return targets
+
+
+def _refit_wave(targets: list[_Target], original: ir.Model, pruned: ir.Model, batches: Sequence[Feeds], rng: np.random.Generator, report: RefitReport) -> None:
+    pruned_reader = ValueReader(pruned, [target.layer.data for target in targets])
+    original_reader = ValueReader(original, [target.original.data for target in targets])
+    sums = [NormalEquations(target.layer.features, target.layer.weight.shape[0], target.layer.bias is not None) for target in targets]
+    for feeds in batches:
+        for target, equations, pruned_data, original_data in zip(targets, sums, pruned_reader.read(feeds), original_reader.read(feeds)):
+            limit = math.ceil((ROWS_PER_FEATURE * target.original.features + MIN_ROWS) / len(batches))
+            positions = target.layer.positions(pruned_data.shape, limit, rng)
+            wanted = target.original.rows(original_data, positions) @ target.original.weight.T
+            if target.original.bias is not None:
+                wanted += target.original.bias
+            equations.add(target.layer.rows(pruned_data, positions), wanted)
+    for target, equations in zip(targets, sums):
+        layer = target.layer
+        start = layer.weight if layer.bias is None else np.hstack([layer.weight, layer.bias[:, None]])
+        solved = equations.solve(start)
+        before, after = equations.relative_error(start), equations.relative_error(solved)
+        if after >= before:
+            report.skipped.append((node_label(layer.node), f"not refit: the fit would not lower its output error ({before:.4g})"))
+            continue
+        layer.write(solved[:, : layer.features], None if layer.bias is None else solved[:, -1], pruned.graph)
+        report.layers.append(
+            {
+                "layer": node_label(layer.node),
+                "features": layer.features,
+                "original_features": target.original.features,
+                "rows": equations.rows,
+                "error_before": before,
+                "error_after": after,
+            }
+        )

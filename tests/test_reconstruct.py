@@ -1,0 +1,189 @@
+"""Least-squares reconstruction after channel pruning, proven exact where exactness is possible.
+
+Every model here is built so that the pruned model CAN reproduce the
+original: each layer that loses channels has "twin" filters, the second
+half of its output channels being exactly half the first half (bias
+included).  L1 selection then removes the twins, and every op between the
+layer and its consumers (ReLU, MaxPool, Flatten, Transpose, Concat, a
+depthwise conv with twin kernels, a residual Add of two twin layers) keeps a
+removed channel equal to half a kept one.  So a consumer refit by least
+squares must reproduce the original outputs, while the same pruning without
+the refit must not: each test checks both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from onnxprune import ir as irx
+from onnxprune.options import ChannelOptions
+from onnxprune.passes.channels import ChannelPruningPass, ChannelResult
+from onnxprune.reconstruct.normal_equations import NormalEquations
+from tests.conftest import run_onnx
+from tests.test_channels import Net
+
+# The refit solves normal equations accumulated in float32 products and pulls toward the sliced start weight
+# with a small ridge, so "exact" is exact up to that ridge and float32 rounding: 1e-4 relative is well above both.
+RTOL, ATOL = 1e-4, 1e-4
+
+
+def twin_filters(net: Net, cout: int, per_filter: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and bias whose second half of output channels is half the first half.
+
+    Every first-half filter has an L1 norm in [1, 1.5), so every twin (at most 0.75) scores below every
+    first-half filter and L1 selection at ratio 0.5 removes exactly the twins.
+    """
+    half = cout // 2
+    weight = net.weight(half, *per_filter)
+    scale = net.rng.uniform(1.0, 1.5, half) / np.abs(weight).reshape(half, -1).sum(axis=1)
+    weight = (weight * scale.reshape(-1, *[1] * len(per_filter))).astype(np.float32)
+    bias = net.weight(half)
+    return np.concatenate([weight, 0.5 * weight]), np.concatenate([bias, 0.5 * bias])
+
+
+def twin_conv(net: Net, x: str, cin: int, cout: int, k: int = 3, group: int = 1) -> str:
+    weight, bias = twin_filters(net, cout, (cin // group, k, k))
+    return net.op("Conv", [x, net.const("w", weight), net.const("b", bias)], kernel_shape=[k, k], pads=[k // 2] * 4, group=group)
+
+
+def chain() -> onnx.ModelProto:
+    net = Net(shape=(2, 3, 8, 8), seed=10)
+    y = net.relu(twin_conv(net, net.input, 3, 8))
+    return net.model(net.conv(y, 8, 6))
+
+
+def depthwise_between() -> onnx.ModelProto:
+    net = Net(shape=(2, 3, 8, 8), seed=11)
+    y = net.relu(twin_conv(net, net.input, 3, 8, k=1))
+    _, bias = twin_filters(net, 8, (1, 3, 3))
+    # One kernel for every channel (only the bias halves): a twin stays half its pair, and the depthwise
+    # layer's share of each channel's L1 score is the same everywhere, so the twins remain the weaker half.
+    kernels = np.repeat(net.weight(1, 1, 3, 3), 8, axis=0)
+    y = net.op("Conv", [y, net.const("w", kernels), net.const("b", bias)], kernel_shape=[3, 3], pads=[1] * 4, group=8)
+    return net.model(net.conv(net.relu(y), 8, 6, k=1, pad=0))
+
+
+def flatten_gemm() -> onnx.ModelProto:
+    net = Net(shape=(16, 3, 8, 8), seed=12)  # one row per sample: enough samples for a well-posed fit
+    y = net.op("MaxPool", [net.relu(twin_conv(net, net.input, 3, 8))], kernel_shape=[2, 2], strides=[2, 2])
+    return net.model(net.gemm(net.op("Flatten", [y]), 8 * 16, 5))
+
+
+def transpose_matmul() -> onnx.ModelProto:
+    net = Net(shape=(2, 3, 4, 4), seed=13)
+    y = net.op("Transpose", [net.relu(twin_conv(net, net.input, 3, 8))], perm=[0, 2, 3, 1])
+    return net.model(net.matmul(y, 8, 6))
+
+
+def kept_conv(net: Net, x: str, cin: int, cout: int) -> str:
+    """A conv whose output channels the tests keep (its output value is named ``kept_*``)."""
+    name = net.name("kept_")
+    net.nodes.append(helper.make_node("Conv", [x, net.const("w", net.weight(cout, cin, 1, 1))], [name], name=name, kernel_shape=[1, 1]))
+    return name
+
+
+def residual_two_consumers() -> onnx.ModelProto:
+    net = Net(shape=(2, 3, 8, 8), seed=14)
+    stem = net.relu(twin_conv(net, net.input, 3, 8))
+    inner = net.relu(twin_conv(net, stem, 8, 6))
+    merged = net.relu(net.op("Add", [stem, twin_conv(net, inner, 6, 8)]))
+    return net.model(net.conv(merged, 8, 4), net.conv(merged, 8, 3, k=1, pad=0))
+
+
+def concat_offset() -> onnx.ModelProto:
+    net = Net(shape=(2, 3, 8, 8), seed=15)
+    kept = net.relu(kept_conv(net, net.input, 3, 4))
+    joined = net.op("Concat", [kept, net.relu(twin_conv(net, net.input, 3, 8))], axis=1)
+    return net.model(net.conv(joined, 12, 5))
+
+
+MODELS = {
+    "conv": chain,
+    "depthwise_then_conv": depthwise_between,
+    "flatten_gemm": flatten_gemm,
+    "transpose_matmul": transpose_matmul,
+    "residual_two_consumers": residual_two_consumers,
+    "concat_offset": concat_offset,
+}
+OPTIONS = ChannelOptions(ratio=0.5, round_to=1, exclude=("kept_*",))
+
+
+def calibration(model: onnx.ModelProto, batches: int = 20, seed: int = 100) -> list[dict[str, np.ndarray]]:
+    shape = [dim.dim_value for dim in model.graph.input[0].type.tensor_type.shape.dim]
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(batches)]
+
+
+def pruned(model: onnx.ModelProto, options: ChannelOptions, batches: list[dict[str, np.ndarray]] | None) -> tuple[onnx.ModelProto, ChannelResult]:
+    ir_model = irx.from_proto(model)
+    result = ChannelPruningPass(options, calibration=batches)(ir_model)
+    return irx.to_proto(ir_model), result
+
+
+def max_relative_difference(first: onnx.ModelProto, second: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> float:
+    return max(
+        float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12)) for a, b in zip(run_onnx(first, feeds), run_onnx(second, feeds))
+    )
+
+
+@pytest.mark.parametrize("build", MODELS.values(), ids=MODELS.keys())
+def test_refit_reproduces_an_exactly_representable_original(build) -> None:
+    original = build()
+    model, result = pruned(original, OPTIONS, calibration(original))
+    assert result.modified and result.plan is not None
+    assert result.report.summary["reconstruction"]["refit_layers"] >= 1
+    fresh = calibration(original, batches=1, seed=7)[0]  # inputs the refit never saw
+    for expected, actual in zip(run_onnx(original, fresh), run_onnx(model, fresh)):
+        np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL)
+    without_refit, _ = pruned(original, OPTIONS, None)
+    assert max_relative_difference(original, without_refit, fresh) > 0.05
+
+
+def test_layers_after_the_consumer_are_refit_on_the_pruned_inputs() -> None:
+    """A wave per depth: the consumer's consumer sees the refit consumer's outputs, and every refit lowers its error."""
+    net = Net(shape=(2, 3, 8, 8), seed=16)
+    y = net.relu(twin_conv(net, net.input, 3, 8))
+    y = net.relu(net.conv(y, 8, 6))
+    original = net.model(net.conv(y, 6, 4))
+    _, result = pruned(original, ChannelOptions(ratio=0.5, round_to=1), calibration(original))
+    reconstruction = result.report.summary["reconstruction"]
+    assert reconstruction["waves"] == reconstruction["refit_layers"] >= 2
+    for layer in reconstruction["layers"]:
+        assert layer["error_after"] < layer["error_before"]
+
+
+def test_reconstruct_false_leaves_the_sliced_weights() -> None:
+    original = chain()
+    off, result = pruned(original, ChannelOptions(ratio=0.5, round_to=1, reconstruct=False), calibration(original))
+    plain, _ = pruned(original, ChannelOptions(ratio=0.5, round_to=1), None)
+    assert "reconstruction" not in result.report.summary
+    assert off.SerializeToString() == plain.SerializeToString()
+
+
+def test_normal_equations_stream_to_the_batch_solution() -> None:
+    """Sums added batch by batch solve the same problem as one least squares over all rows."""
+    rng = np.random.default_rng(0)
+    inputs, true_weight = rng.standard_normal((600, 5)), rng.standard_normal((3, 5))
+    targets = inputs @ true_weight.T + np.array([1.0, -2.0, 0.5])
+    equations = NormalEquations(features=5, outputs=3, bias=True)
+    for rows in np.array_split(np.arange(600), 7):
+        equations.add(inputs[rows], targets[rows])
+    solved = equations.solve(np.zeros((3, 6)))
+    np.testing.assert_allclose(solved[:, :5], true_weight, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(solved[:, 5], [1.0, -2.0, 0.5], rtol=1e-4, atol=1e-4)
+    assert equations.relative_error(solved) < 1e-8
+    assert equations.relative_error(np.zeros((3, 6))) == pytest.approx(1.0)
+
+
+def test_underdetermined_fit_stays_near_its_start() -> None:
+    """Fewer rows than features: the ridge keeps the solution close to the start instead of fitting noise."""
+    rng = np.random.default_rng(1)
+    start = rng.standard_normal((2, 40))
+    inputs = rng.standard_normal((10, 40))
+    equations = NormalEquations(features=40, outputs=2, bias=False)
+    equations.add(inputs, inputs @ start.T + 0.1 * rng.standard_normal((10, 2)))
+    solved = equations.solve(start)
+    assert np.linalg.norm(solved - start) < 0.1 * np.linalg.norm(start)
