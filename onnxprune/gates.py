@@ -42,7 +42,7 @@ def check_gate_inputs(config: PruneConfig) -> None:
     if not config.validate and any(getattr(config, key) is not None for key in needs_validation):
         raise InputError("output gates (--max-abs-diff, --min-cosine, --min-top1-agreement, --min-accuracy) need validation; remove --no-validate")
     if config.min_accuracy is not None and config.calibration is None:
-        raise InputError("--min-accuracy needs --calibration FILE.npz with a 'labels' array")
+        raise InputError("--min-accuracy needs --calibration data with labels (a 'labels' array, or --labels)")
 
 
 def evaluate_gates(
@@ -64,7 +64,7 @@ def evaluate_gates(
         gates.append(_lower("min-top1-agreement", agreement, config.min_top1_agreement))
     if config.min_accuracy is not None and validation is not None:
         if validation.accuracy is None:
-            raise InputError(f"--min-accuracy: {config.calibration} has no 'labels' array")
+            raise InputError(f"--min-accuracy: {config.calibration} has no labels (add a 'labels' array, or give --labels)")
         gates.append(_lower("min-accuracy", validation.accuracy["candidate"], config.min_accuracy))
     if config.min_speedup is not None and speedup is not None:
         gates.append(_lower("min-speedup", speedup, config.min_speedup))

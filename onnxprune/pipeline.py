@@ -25,7 +25,9 @@ from onnxprune import ir as irx
 from onnxprune.analysis.cost import Cost, model_cost
 from onnxprune.analysis.shapes import infer_shapes
 from onnxprune.bench import Timing, benchmark
+from onnxprune.calibration import CalibrationData, load_calibration
 from onnxprune.config import PruneConfig
+from onnxprune.errors import InputError
 from onnxprune.gates import Gate, check_gate_inputs, evaluate_gates
 from onnxprune.options import ChannelOptions, LayerOptions, WeightOptions
 from onnxprune.passes.base import PruningPass
@@ -71,6 +73,7 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
     else:
         source_path = Path(model)
         original = irx.load(source_path)
+    calibration = _calibration(original, config)
     original_cost = model_cost(original, source_path)
     candidate = irx.copy_model(original)
     steps: list[dict[str, Any]] = []
@@ -80,7 +83,7 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
             candidate, warning = simplify(candidate)
         steps.append({"name": "simplify", "changes": [], "skipped": [], "summary": {"warning": warning} if warning else {"applied": True}})
     # Each pass says what it did and whether it kept the function exact; only those answers count here.
-    results = [pruning_pass(candidate) for pruning_pass in _passes(config)]
+    results = [pruning_pass(candidate) for pruning_pass in _passes(config, calibration)]
     steps.extend(result.report.to_dict() for result in results)
     lossy = any(not result.exact for result in results)
     finalize(candidate)
@@ -92,8 +95,8 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
         if pruned_compressed is not None and source_path is not None and not irx.has_external_tensors(original)
         else None
     )
-    validation = _validate(original, candidate, config, quiet) if config.validate else None
-    timings = _time(original, candidate, config, quiet) if config.bench else None
+    validation = _validate(original, candidate, config, calibration, quiet) if config.validate else None
+    timings = _time(original, candidate, config, calibration, quiet) if config.bench else None
     macs_ratio = pruned_cost.macs / original_cost.macs if original_cost.macs else 1.0
     gates = evaluate_gates(config, validation, timings[1].speedup if timings else None, macs_ratio)
 
@@ -189,14 +192,24 @@ def build_report(
     }
 
 
-def _passes(config: PruneConfig) -> list[PruningPass]:
-    """The passes the config asks for, in the pipeline's fixed order."""
+def _calibration(model: ir.Model, config: PruneConfig) -> CalibrationData | None:
+    """The ``--calibration`` data, checked against the model, or None; ``--labels`` alone is refused."""
+    if config.calibration is None:
+        if config.labels is not None:
+            raise InputError("--labels needs --calibration: the labels belong to its samples")
+        return None
+    return load_calibration(config.calibration, model, labels=config.labels)
+
+
+def _passes(config: PruneConfig, calibration: CalibrationData | None) -> list[PruningPass]:
+    """The passes the config asks for, in the pipeline's fixed order; lossy ones tune on the calibration fit part."""
     passes: list[PruningPass] = []
+    fit = calibration.fit if calibration is not None else None
     layers = config.options(LayerOptions)
     if layers.selects_anything:
-        passes.append(LayerBypassPass(layers))
+        passes.append(LayerBypassPass(layers, calibration=fit, refit=config.reconstruct))
     if config.channel_ratio is not None:
-        passes.append(ChannelPruningPass(config.options(ChannelOptions)))
+        passes.append(ChannelPruningPass(config.options(ChannelOptions), calibration=fit))
     weights_requested = _prunes_weights(config)
     if weights_requested:
         passes.append(WeightPruningPass(config.options(WeightOptions)))
@@ -231,21 +244,40 @@ def _validation_failures(validation: Validation, lossy: bool) -> list[str]:
     ]
 
 
-def _validate(original: ir.Model, candidate: ir.Model, config: PruneConfig, quiet: bool) -> Validation:
-    npz = config.inputs or config.calibration
-    source = InputSource(npz_path=npz, samples=config.samples, seed=config.seed, shapes=config.input_shapes())
+def _validate(original: ir.Model, candidate: ir.Model, config: PruneConfig, calibration: CalibrationData | None, quiet: bool) -> Validation:
+    """Compare on ``--inputs``, else on the held-out calibration samples (never seen by pruning), else on random inputs."""
+    if config.inputs is None and calibration is not None and calibration.held_out:
+        source = InputSource(
+            batches=calibration.held_out,
+            labels=calibration.held_out_labels,
+            description=f"{calibration.held_out_samples} held-out samples of {calibration.source} (fit on {calibration.fit_samples})",
+        )
+    else:
+        source = InputSource(npz_path=config.inputs, samples=config.samples, seed=config.seed, shapes=config.input_shapes())
     with progress("validating against the original", quiet=quiet):
         return validate(original, candidate, source, rtol=config.rtol, atol=config.atol)
 
 
-def _time(original: ir.Model, candidate: ir.Model, config: PruneConfig, quiet: bool) -> list[Timing]:
+def _time(original: ir.Model, candidate: ir.Model, config: PruneConfig, calibration: CalibrationData | None, quiet: bool) -> list[Timing]:
     return benchmark(
         [original, candidate],
         runs=config.runs,
         warmup=config.warmup,
         threads=config.threads,
         seed=config.seed,
-        shapes=config.input_shapes(),
+        shapes=config.input_shapes() or _one_sample_shapes(original, calibration),
         quiet=quiet,
     )
+
+
+def _one_sample_shapes(model: ir.Model, calibration: CalibrationData | None) -> dict[str, tuple[int, ...]]:
+    """Timing shapes for symbolic dims: the calibration data's, one sample at a time where the batch is symbolic."""
+    if calibration is None:
+        return {}
+    declared_batch = {value.name: value.shape[0] if value.shape else None for value in model.graph.inputs}
+    shapes = {}
+    for name, shape in calibration.shapes().items():
+        batch = declared_batch.get(name)
+        shapes[name] = shape if isinstance(batch, int) and batch >= 0 else (1, *shape[1:])
+    return shapes
 

@@ -79,7 +79,7 @@ def render_validation(console: Console, validation: Validation) -> None:
     for problem in validation.problems:
         console.print(f"[red]{escape(problem)}[/]")
     if validation.outputs:
-        table = Table(title=f"outputs vs reference ({validation.samples} input batch(es), rtol {validation.rtol:g}, atol {validation.atol:g})")
+        table = Table(title=f"outputs vs reference on {validation.data} (rtol {validation.rtol:g}, atol {validation.atol:g})")
         for column in ("output", "shape", "max abs diff", "max rel diff", "cosine", "top-1 agree", "within tol"):
             table.add_column(column, justify="right" if column not in ("output", "shape") else "left")
         for output in validation.outputs:
@@ -135,6 +135,7 @@ def render_prune(console: Console, report: dict[str, Any]) -> None:
     if validation is not None and validation["outputs"]:
         worst_abs = max(output["max_abs_diff"] for output in validation["outputs"])
         worst_cos = min(output["cosine"] for output in validation["outputs"])
+        table.add_row("validated on", "", "", validation["data"])
         table.add_row("output drift", "", "", f"max abs {worst_abs:.3g}, cosine {worst_cos:.6f}")
         agreements = [output["top1_agreement"] for output in validation["outputs"] if output["top1_agreement"] is not None]
         if agreements:

@@ -10,7 +10,7 @@ bit equality.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -48,6 +48,8 @@ class Validation:
     outputs: list[OutputComparison] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     samples: int = 0
+    data: str = ""
+    """What the outputs were compared on (held-out calibration samples, an npz, random inputs)."""
     rtol: float = DEFAULT_RTOL
     atol: float = DEFAULT_ATOL
     accuracy: dict[str, float] | None = None
@@ -66,12 +68,24 @@ class Validation:
 
 @dataclass(frozen=True)
 class InputSource:
-    """Where comparison inputs come from: an npz file, or seeded random samples."""
+    """Where comparison inputs come from: given batches (held-out calibration data), an npz file, or seeded random samples."""
 
     npz_path: str | None = None
     samples: int = 3
     seed: int = 0
     shapes: Mapping[str, tuple[int, ...]] | None = None
+    batches: Sequence[Mapping[str, np.ndarray]] | None = None
+    labels: np.ndarray | None = None
+    """Labels of the samples in ``batches``, in order."""
+    description: str = ""
+    """What the inputs are, for the report: real data or random, and how many samples."""
+
+    def describe(self) -> str:
+        if self.description:
+            return self.description
+        if self.npz_path is not None:
+            return f"inputs from {self.npz_path}"
+        return f"{self.samples} random input batch(es) (seed {self.seed}): drift on random inputs says little about a trained model's task"
 
 
 def check_model(model: ir.Model) -> str | None:
@@ -93,6 +107,8 @@ def comparison_batches(model: ir.Model, source: InputSource) -> tuple[list[dict[
     An npz with more rows than a static-batch model accepts is fed in
     batch-sized chunks, so a whole test split can be used with any model.
     """
+    if source.batches is not None:
+        return [dict(batch) for batch in source.batches], source.labels
     specs = runtime.input_specs(model, source.shapes)
     if source.npz_path is None:
         return [runtime.random_inputs(specs, source.seed + index) for index in range(source.samples)], None
@@ -132,6 +148,7 @@ def validate(
         result.problems.append(str(error))
         return result
     result.samples = len(batches)
+    result.data = source.describe()
     for name, expected in reference_outputs.items():
         actual = candidate_outputs[name]
         if expected.shape != actual.shape:
@@ -170,10 +187,19 @@ def compare_arrays(name: str, expected: np.ndarray, actual: np.ndarray, rtol: fl
 
 
 def _run_all(model: ir.Model, batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Run every batch and join each output along a new leading axis of batches."""
+    """Run every batch and join each output: along a new leading axis of batches, or along the batch axis when the last batch is shorter."""
     session = runtime.make_session(model, optimize=False)
     runs = [runtime.run(session, feeds) for feeds in batches]
-    return {name: np.concatenate([np.asarray(run[name])[None] for run in runs]) for name in runs[0]}
+    return {name: _join(name, [np.asarray(run[name]) for run in runs]) for name in runs[0]}
+
+
+def _join(name: str, arrays: list[np.ndarray]) -> np.ndarray:
+    shapes = {array.shape for array in arrays}
+    if len(shapes) == 1:
+        return np.stack(arrays)
+    if len({shape[1:] for shape in shapes}) == 1 and all(len(shape) > 0 for shape in shapes):
+        return np.concatenate(arrays)
+    raise InputError(f"output '{name}' has shapes {sorted(shapes)} across input batches; they cannot be compared as one")
 
 
 def _interface_differences(reference: ir.Model, candidate: ir.Model) -> list[str]:
