@@ -175,9 +175,15 @@ class LayerOptions(OptionFamily):
         return bool(self.bypass) or self.auto is not None or self.max_drift is not None
 
 
+DATA_IMPORTANCE = ("auto", "data")
+"""Importance names beside the registered filter criteria: ``data`` scores channels on calibration data
+(:mod:`onnxprune.reconstruct.saliency`); ``auto`` is ``data`` when calibration data is given, else ``l1``."""
+
+
 def _registered_importance(name_of_criterion: str, name: str) -> str:
-    if name_of_criterion not in importance_lib.available_importances():
-        raise InputError(f"{name} must be one of: {', '.join(importance_lib.available_importances())}; got {name_of_criterion!r}")
+    known = (*DATA_IMPORTANCE, *importance_lib.available_importances())
+    if name_of_criterion not in known:
+        raise InputError(f"{name} must be one of: {', '.join(known)}; got {name_of_criterion!r}")
     return name_of_criterion
 
 
@@ -208,9 +214,10 @@ class ChannelOptions(OptionFamily):
         (), flag="channel-exclude", help="leave channels of matching nodes or values alone (glob)", items="glob patterns"
     )
     importance: str = option(
-        "l1",
+        "auto",
         flag="importance",
-        help="channel importance criterion: l1 or l2 (or one registered with onnxprune.importance)",
+        help="channel importance: data (error left after refit, on --calibration), l1 or l2 (or one registered with "
+        "onnxprune.importance); auto: data with --calibration, else l1",
         check=_registered_importance,
     )
     remove_dead: bool = option(

@@ -13,14 +13,17 @@ the refit must not: each test checks both.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
 from onnx import helper
 
 from onnxprune import ir as irx
+from onnxprune.errors import InputError
 from onnxprune.options import ChannelOptions
-from onnxprune.passes.channels import ChannelPruningPass, ChannelResult
+from onnxprune.passes.channels import ChannelPruningPass, ChannelResult, plan_channel_pruning
 from onnxprune.reconstruct.normal_equations import NormalEquations
 from tests.conftest import run_onnx
 from tests.test_channels import Net
@@ -108,7 +111,7 @@ MODELS = {
     "residual_two_consumers": residual_two_consumers,
     "concat_offset": concat_offset,
 }
-OPTIONS = ChannelOptions(ratio=0.5, round_to=1, exclude=("kept_*",))
+OPTIONS = ChannelOptions(ratio=0.5, round_to=1, exclude=("kept_*",), importance="l1")  # L1 removes exactly the twins
 
 
 def calibration(model: onnx.ModelProto, batches: int = 20, seed: int = 100) -> list[dict[str, np.ndarray]]:
@@ -157,8 +160,8 @@ def test_layers_after_the_consumer_are_refit_on_the_pruned_inputs() -> None:
 
 def test_reconstruct_false_leaves_the_sliced_weights() -> None:
     original = chain()
-    off, result = pruned(original, ChannelOptions(ratio=0.5, round_to=1, reconstruct=False), calibration(original))
-    plain, _ = pruned(original, ChannelOptions(ratio=0.5, round_to=1), None)
+    off, result = pruned(original, dataclasses.replace(OPTIONS, reconstruct=False), calibration(original))
+    plain, _ = pruned(original, OPTIONS, None)
     assert "reconstruction" not in result.report.summary
     assert off.SerializeToString() == plain.SerializeToString()
 
@@ -187,3 +190,35 @@ def test_underdetermined_fit_stays_near_its_start() -> None:
     equations.add(inputs, inputs @ start.T + 0.1 * rng.standard_normal((10, 2)))
     solved = equations.solve(start)
     assert np.linalg.norm(solved - start) < 0.1 * np.linalg.norm(start)
+
+
+def test_data_importance_removes_a_large_redundant_channel_before_a_small_unique_one() -> None:
+    """L1 sees filter size; the data score sees what a refit cannot recover.
+
+    Channels 0 and 1 carry the same large filter (1 is twice 0), channels 2
+    and 3 small filters of their own.  Removing one channel: L1 takes a small
+    unique one and loses its information; the data score takes one of the
+    twins, which the refit makes up for exactly.
+    """
+    net = Net(shape=(2, 3, 8, 8), seed=17)
+    large = net.weight(1, 3, 3, 3) * 4
+    weight = np.concatenate([large, 2 * large, net.weight(2, 3, 3, 3) * 0.2]).astype(np.float32)
+    y = net.op("Conv", [net.input, net.const("w", weight)], kernel_shape=[3, 3], pads=[1] * 4)
+    consumer = net.weight(5, 4, 3, 3)
+    consumer[:, 2:] *= 20  # what the small channels carry matters as much downstream as the large one
+    original = net.model(net.op("Conv", [net.op("Relu", [y]), net.const("w", consumer)], kernel_shape=[3, 3], pads=[1] * 4))
+    options = ChannelOptions(ratio=0.25, round_to=1)
+    _, by_l1 = pruned(original, dataclasses.replace(options, importance="l1"), calibration(original))
+    model, by_data = pruned(original, options, calibration(original))
+    assert by_l1.plan is not None and by_data.plan is not None
+    assert by_data.plan.importance == "data" and by_data.report.summary["importance"] == "data"
+    assert by_l1.plan.groups[0].kept["conv2"] in ([0, 1, 2], [0, 1, 3])
+    assert by_data.plan.groups[0].kept["conv2"] in ([0, 2, 3], [1, 2, 3])
+    fresh = calibration(original, batches=1, seed=8)[0]
+    for expected, actual in zip(run_onnx(original, fresh), run_onnx(model, fresh)):
+        np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL)
+
+
+def test_data_importance_needs_calibration_data() -> None:
+    with pytest.raises(InputError, match="importance 'data' scores channels on calibration data"):
+        plan_channel_pruning(irx.from_proto(chain()), ChannelOptions(ratio=0.5, importance="data"))

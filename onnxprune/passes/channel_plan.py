@@ -94,6 +94,8 @@ class ChannelPlan(ChannelEdits):
     skipped: list[tuple[str, str]]
     channels: ChannelGraph = field(repr=False)
     removed_units: np.ndarray = field(repr=False)
+    importance: str = "l1"
+    """The criterion that chose the channels (``auto`` resolved)."""
 
     def kept_outputs(self) -> dict[ir.Node, np.ndarray]:
         """For every layer that loses output channels, the indices of those it keeps."""

@@ -42,14 +42,15 @@ class ChannelSelection:
     kept_all_because: dict[int, str]
 
 
-def select_channels(channels: ChannelGraph, options: ChannelOptions) -> ChannelSelection:
-    """Choose the units to remove under ``options``."""
-    scores = _unit_scores(channels, options.importance)
+def select_channels(channels: ChannelGraph, options: ChannelOptions, scores: np.ndarray | None = None) -> ChannelSelection:
+    """Choose the units to remove under ``options``, by ``scores`` when given (else by ``options.importance``)."""
+    scores = unit_scores(channels, options.importance) if scores is None else scores
     dead = _dead_units(channels) if options.remove_dead else np.zeros(channels.num_units, dtype=bool)
     return _Selection(channels, scores, dead, options).run()
 
 
-def _unit_scores(channels: ChannelGraph, criterion: str) -> np.ndarray:
+def unit_scores(channels: ChannelGraph, criterion: str) -> np.ndarray:
+    """Per unit, the filter-based score of a registered criterion (mean over its coupled source channels)."""
     function = importance_lib.get_importance(criterion)
     members = [(source.atoms, importance_lib.layer_scores(function, source.filters())) for source in channels.sources]
     return importance_lib.group_scores(channels.unit_of_atom, channels.num_units, members)

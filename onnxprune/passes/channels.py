@@ -41,22 +41,27 @@ Which channels go:
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import onnx_ir as ir
 
 from onnxprune import ir as irx
 from onnxprune.analysis.cost import model_cost
 from onnxprune.analysis.dependency_walk import discover_channel_groups
+from onnxprune.errors import InputError
 from onnxprune.options import DEFAULT_ROUND_TO, ChannelOptions
 from onnxprune.passes import channel_apply
 from onnxprune.passes.base import PassReport, PruningPass, PruningResult
 from onnxprune.passes.channel_edits import compute_edits
 from onnxprune.passes.channel_plan import ChannelPlan, ChannelPlanError, GroupPlan
 from onnxprune.passes.channel_report import fill_report, group_plans, unchanged_weight_layers
-from onnxprune.passes.channel_selection import select_channels
+from onnxprune.passes.channel_selection import select_channels, unit_scores
 from onnxprune.reconstruct.refit import Feeds, refit_changed_layers
+from onnxprune.reconstruct.saliency import data_unit_scores
 
 __all__ = [
     "ChannelPlan",
@@ -69,14 +74,36 @@ __all__ = [
 ]
 
 
-def plan_channel_pruning(model: ir.Model, options: ChannelOptions) -> ChannelPlan:
-    """Which channels go and every edit that removes them; the model is not changed."""
+def plan_channel_pruning(model: ir.Model, options: ChannelOptions, calibration: Sequence[Feeds] | None = None) -> ChannelPlan:
+    """Which channels go and every edit that removes them; the model is not changed.
+
+    ``calibration`` batches are needed by the ``data`` importance (the
+    default, ``auto``, uses them when given).
+    """
     channels = discover_channel_groups(model, options.exclude)
-    selection = select_channels(channels, options)
+    criterion = options.importance
+    if criterion == "auto":
+        criterion = "data" if calibration else "l1"
+    if criterion == "data" and not calibration:
+        raise InputError("importance 'data' scores channels on calibration data: give --calibration")
+    scores = None
+    if criterion == "data" and calibration:
+        scores = data_unit_scores(model, channels, calibration, unit_scores(channels, "l1"), partial(_greedy_steps, options))
+    selection = select_channels(channels, dataclasses.replace(options, importance=criterion) if scores is None else options, scores)
     edits = compute_edits(channels, selection.removed)
     groups = group_plans(channels, selection)
     skipped = unchanged_weight_layers(model, channels, edits.tensors, groups)
-    return ChannelPlan(edits.tensors, edits.attributes, edits.cleared, edits.removed_positions, groups, skipped, channels, selection.removed)
+    return ChannelPlan(edits.tensors, edits.attributes, edits.cleared, edits.removed_positions, groups, skipped, channels, selection.removed, criterion)
+
+
+def _greedy_steps(options: ChannelOptions, size: int) -> int:
+    """How far the data-driven order must be searched in a group of ``size`` channels to cover the selection.
+
+    Per group the ratio (plus what rounding may move); with global ranking a
+    group may lose more than the ratio, so the search goes twice as far.
+    """
+    share = min(1.0, 2 * options.ratio) if options.global_ranking else options.ratio
+    return min(size, math.ceil(share * size) + options.round_to)
 
 
 @dataclass
@@ -97,8 +124,7 @@ class ChannelPruningPass(PruningPass):
         self.calibration = calibration
 
     def call(self, model: ir.Model) -> ChannelResult:
-        refit_on = self.calibration if self.options.reconstruct and self.calibration else None
-        return _prune_channels(model, self.options, self.name, always_exact=False, refit_on=refit_on)
+        return _prune_channels(model, self.options, self.name, always_exact=False, calibration=self.calibration, refit=self.options.reconstruct)
 
 
 class DeadChannelPass(PruningPass):
@@ -120,26 +146,34 @@ class DeadChannelPass(PruningPass):
 
 
 def _prune_channels(
-    model: ir.Model, options: ChannelOptions, name: str, always_exact: bool, refit_on: Sequence[Feeds] | None = None
+    model: ir.Model,
+    options: ChannelOptions,
+    name: str,
+    always_exact: bool,
+    calibration: Sequence[Feeds] | None = None,
+    refit: bool = False,
 ) -> ChannelResult:
-    """Plan, check on a copy, apply, then refit on ``refit_on`` batches; a plan that fails validation leaves ``model`` alone and says why."""
+    """Plan, check on a copy, apply, then (``refit``) refit on the ``calibration`` batches.
+
+    A plan that fails validation leaves ``model`` alone and says why.
+    """
     report = PassReport(name)
     try:
-        plan = plan_channel_pruning(model, options)
+        plan = plan_channel_pruning(model, options, calibration)
         irx.evict_model_pages(model)
         before = model_cost(model) if plan.changes_anything else None
-        original = model.clone() if refit_on is not None and plan.changes_anything else None
+        original = model.clone() if refit and calibration and plan.changes_anything else None
         original_node = {} if original is None else dict(zip(model.graph, original.graph))
         if plan.changes_anything:
             channel_apply.apply_checked(plan, model)
     except ChannelPlanError as error:
         report.skip("all channel groups", f"the channel plan failed validation and was not applied: {error}")
         return ChannelResult(model, False, report, exact=True, plan=None)
-    refit = None if original is None or refit_on is None else refit_changed_layers(
-        original, model, original_node, plan.edited_nodes(), refit_on, plan.kept_outputs()
-    )
+    refit_report = None
+    if original is not None and calibration:
+        refit_report = refit_changed_layers(original, model, original_node, plan.edited_nodes(), calibration, plan.kept_outputs())
     fill_report(report, plan, options, None if before is None else (before, model_cost(model)))
-    if refit is not None:
-        refit.add_to(report)
+    if refit_report is not None:
+        refit_report.add_to(report)
     modified = plan.changes_anything
     return ChannelResult(model, modified, report, exact=always_exact or not modified, plan=plan)
