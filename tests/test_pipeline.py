@@ -211,3 +211,38 @@ def test_weight_pruning_reports_smaller_compressed_size(tmp_path: Path) -> None:
     assert pruned["compressed_bytes"] < 0.5 * original["compressed_bytes"]
     weights = next(step for step in report["passes"] if step["name"] == "weights")
     assert "does not run faster" in weights["summary"]["note"]
+
+
+def test_calibration_tunes_on_the_fit_part_and_validates_on_the_held_out_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No sample that validation judges is ever read by channel scoring or the refit."""
+    import numpy as np
+
+    import onnxprune
+    from onnxprune.calibration import held_out_mask
+    from onnxprune.reconstruct import capture
+
+    seen: list[np.ndarray] = []
+    read = capture.ValueReader.read
+
+    def recording_read(self: capture.ValueReader, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        seen.append(feeds["input"])
+        return read(self, feeds)
+
+    monkeypatch.setattr(capture.ValueReader, "read", recording_read)
+    data = MODELS_DIR / "digits_test.npz"
+    result = onnxprune.prune(MODELS_DIR / "digits_cnn.onnx", channel_ratio=0.5, calibration=str(data), bench=False, quiet=True)
+    samples = np.load(data)["input"]
+    held_out = held_out_mask(len(samples), 0.25)
+    read_rows = {row.tobytes() for batch in seen for row in batch}
+    assert seen and read_rows == {row.tobytes() for row in samples[~held_out]}
+    validation = result.report["validation"]
+    assert validation["data"].startswith(f"{held_out.sum()} held-out samples of {data}")
+    assert validation["accuracy"]["candidate"] > 0.9  # labels of the held-out part line up with its samples
+    channels = next(step for step in result.report["passes"] if step["name"] == "channels")
+    assert channels["summary"]["importance"] == "data" and channels["summary"]["refit_layers"] >= 1
+
+
+def test_labels_without_calibration_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["prune", str(MODELS_DIR / "digits_cnn.onnx"), "-o", str(tmp_path / "out.onnx"), "--channel-ratio", "0.5", "--labels", "x.npy"])
+    assert code == 2 and "--labels needs --calibration" in capsys.readouterr().err
+    assert not (tmp_path / "out.onnx").exists()

@@ -47,9 +47,14 @@ class RefitReport:
     batches: int = 0
 
     def add_to(self, report: PassReport) -> None:
-        """Record the refit in a pass's report: the refused layers as skips, the rest under ``reconstruction``."""
+        """Record the refit in a pass's report: refused layers as skips, totals (mean relative output error of the
+        refit layers before and after) in the summary, every layer under ``reconstruction``."""
         for target, reason in self.skipped:
             report.skip(target, reason)
+        report.summary["refit_layers"] = len(self.layers)
+        if self.layers:
+            report.summary["refit_error_before"] = float(np.mean([layer["error_before"] for layer in self.layers]))
+            report.summary["refit_error_after"] = float(np.mean([layer["error_after"] for layer in self.layers]))
         report.summary["reconstruction"] = {"refit_layers": len(self.layers), "waves": self.waves, "batches": self.batches, "layers": self.layers}
 
 
