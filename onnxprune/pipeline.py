@@ -76,7 +76,7 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
     calibration = _calibration(original, config)
     original_cost = model_cost(original, source_path)
     candidate = irx.copy_model(original)
-    steps: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = [] if calibration is None else [_calibration_step(calibration)]
 
     if config.simplify:
         with progress("simplifying with onnxsim", quiet=quiet):
@@ -199,6 +199,19 @@ def _calibration(model: ir.Model, config: PruneConfig) -> CalibrationData | None
             raise InputError("--labels needs --calibration: the labels belong to its samples")
         return None
     return load_calibration(config.calibration, model, labels=config.labels)
+
+
+def _calibration_step(calibration: CalibrationData) -> dict[str, Any]:
+    """The report's record of the calibration data: where from, how it was split, what was converted."""
+    summary: dict[str, Any] = {
+        "source": calibration.source,
+        "fit_samples": calibration.fit_samples,
+        "held_out_samples": calibration.held_out_samples,
+        "labels": calibration.fit_labels is not None,
+    }
+    if calibration.notes:
+        summary["note"] = "; ".join(calibration.notes)
+    return {"name": "calibration", "changes": [], "skipped": [], "summary": summary}
 
 
 def _passes(config: PruneConfig, calibration: CalibrationData | None) -> list[PruningPass]:

@@ -24,7 +24,7 @@ from onnxprune import ir as irx
 from onnxprune.errors import InputError
 from onnxprune.options import ChannelOptions
 from onnxprune.passes.channels import ChannelPruningPass, ChannelResult, plan_channel_pruning
-from onnxprune.reconstruct.normal_equations import NormalEquations
+from onnxprune.reconstruct.normal_equations import ChannelwiseEquations, NormalEquations
 from tests.conftest import run_onnx
 from tests.test_channels import Net
 
@@ -222,3 +222,32 @@ def test_data_importance_removes_a_large_redundant_channel_before_a_small_unique
 def test_data_importance_needs_calibration_data() -> None:
     with pytest.raises(InputError, match="importance 'data' scores channels on calibration data"):
         plan_channel_pruning(irx.from_proto(chain()), ChannelOptions(ratio=0.5, importance="data"))
+
+
+def test_a_depthwise_conv_is_refit_channel_by_channel_when_its_input_drifts() -> None:
+    """Upstream of the depthwise conv a pruned layer is refit imperfectly; the depthwise conv corrects per channel."""
+    net = Net(shape=(4, 3, 8, 8), seed=18)
+    y = net.relu(net.conv(net.input, 3, 16, k=3))
+    y = net.relu(net.conv(y, 16, 8, k=1, pad=0))
+    y = net.relu(net.conv(y, 8, 8, group=8))
+    original = net.model(net.conv(y, 8, 6, k=1, pad=0))
+    depthwise = next(node.name for node in original.graph.node if any(a.name == "group" and a.i == 8 for a in node.attribute))
+    _, result = pruned(original, ChannelOptions(ratio=0.5, round_to=1), calibration(original))
+    refit = {layer["layer"]: layer for layer in result.report.summary["reconstruction"]["layers"]}
+    layer = refit[f"Conv '{depthwise}'"]
+    assert layer["features"] == 9  # one 3x3 kernel per channel, each fit on its own channel
+    assert layer["error_after"] < layer["error_before"]
+
+
+def test_channelwise_equations_fit_each_channel_on_its_own_input() -> None:
+    rng = np.random.default_rng(2)
+    inputs = rng.standard_normal((500, 3, 4))
+    weights, biases = rng.standard_normal((3, 4)), rng.standard_normal(3)
+    targets = np.einsum("nck,ck->nc", inputs, weights) + biases
+    equations = ChannelwiseEquations(channels=3, features=4)
+    for rows in np.array_split(np.arange(500), 3):
+        equations.add(inputs[rows], targets[rows])
+    solved = equations.solve(np.zeros((3, 5)))
+    np.testing.assert_allclose(solved[:, :4], weights, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(solved[:, 4], biases, rtol=1e-4, atol=1e-4)
+    assert equations.relative_error(solved) < 1e-8

@@ -98,13 +98,14 @@ class ChannelPlan(ChannelEdits):
     """The criterion that chose the channels (``auto`` resolved)."""
 
     def kept_outputs(self) -> dict[ir.Node, np.ndarray]:
-        """For every layer that loses output channels, the indices of those it keeps."""
+        """For every node whose first output loses channels (a pruned layer, a depthwise conv in a group), the kept indices."""
         kept_atoms = ~self.removed_units[self.channels.unit_of_atom]
-        return {
-            source.node: np.flatnonzero(kept_atoms[source.atoms])
-            for source in self.channels.sources
-            if not kept_atoms[source.atoms].all()
-        }
+        kept: dict[ir.Node, np.ndarray] = {}
+        for value, tracked in self.channels.tracked.items():
+            producer = value.producer()
+            if producer is not None and producer.outputs[0] is value and not kept_atoms[tracked.atoms].all():
+                kept[producer] = np.flatnonzero(kept_atoms[tracked.atoms])
+        return kept
 
     def edited_nodes(self) -> set[ir.Node]:
         """The nodes whose constants or attributes the plan changes."""

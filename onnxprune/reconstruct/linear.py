@@ -23,7 +23,12 @@ from onnxprune.analysis.weight_ops import weight_op
 
 @dataclass(frozen=True)
 class LinearLayer:
-    """One refittable weight layer; ``kind`` is ``"conv"`` or ``"dense"``."""
+    """One refittable weight layer; ``kind`` is ``"conv"``, ``"dense"`` or ``"depthwise"``.
+
+    A depthwise conv is one small layer per channel: its ``weight`` is
+    ``(channels, k·k)``, its feature rows ``(rows, channels, k·k)``, and each
+    channel is fit on its own input channel only.
+    """
 
     node: ir.Node
     kind: str
@@ -31,6 +36,8 @@ class LinearLayer:
     """float64, ``(outputs, features)``, the product the op computes (Gemm's ``alpha`` included)."""
     bias: np.ndarray | None
     """float64, ``(outputs,)``, as added (Gemm's ``beta`` included); None for a layer that cannot take one."""
+    channels: np.ndarray | None = None
+    """Depthwise only: the input channels that feed the kept outputs (None: all)."""
 
     @property
     def data(self) -> ir.Value:
@@ -45,7 +52,13 @@ class LinearLayer:
 
     def with_outputs(self, rows: np.ndarray) -> LinearLayer:
         """The same layer restricted to output channels ``rows`` (what a pruned layer still computes)."""
-        return replace(self, weight=self.weight[rows], bias=None if self.bias is None else self.bias[rows])
+        channels = rows if self.kind == "depthwise" else None
+        return replace(self, weight=self.weight[rows], bias=None if self.bias is None else self.bias[rows], channels=channels)
+
+    def outputs(self, rows: np.ndarray) -> np.ndarray:
+        """What the layer computes from feature rows (as :meth:`rows` gives them): ``(rows, outputs)``."""
+        product = np.einsum("nck,ck->nc", rows, self.weight) if self.kind == "depthwise" else rows @ self.weight.T
+        return product if self.bias is None else product + self.bias
 
     def positions(self, data_shape: tuple[int, ...], limit: int, rng: np.random.Generator) -> np.ndarray:
         """Which output positions to sample from one batch: at most ``limit`` row indices.
@@ -65,6 +78,9 @@ class LinearLayer:
         if self.kind == "dense":
             matrix = data.T if self._transposed_input else data
             return np.asarray(matrix.reshape(-1, matrix.shape[-1])[positions], dtype=np.float64)
+        if self.kind == "depthwise":
+            data = data if self.channels is None else data[:, self.channels]
+            return _conv_patches(self.node, data, positions).reshape(len(positions), data.shape[1], -1)
         return _conv_patches(self.node, data, positions)
 
     def write(self, weight: np.ndarray, bias: np.ndarray | None, graph: ir.Graph) -> None:
@@ -128,14 +144,17 @@ def linear_layer(node: ir.Node) -> LinearLayer | str:
 
 
 def _conv_layer(node: ir.Node, weight: np.ndarray, bias: np.ndarray | None) -> LinearLayer | str:
-    if node.attributes.get_int("group", 1) != 1:
-        return "a grouped or depthwise convolution is not refit (its channels are not mixed)"
     if weight.ndim != 4:
         return f"a {weight.ndim - 2}-d convolution is not refit (2-d only)"
     if node.attributes.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         return "convolutions with auto_pad SAME_* are not refit"
-    outputs = weight.shape[0]
-    return LinearLayer(node, "conv", weight.reshape(outputs, -1), np.zeros(outputs) if bias is None else bias)
+    outputs, group = weight.shape[0], node.attributes.get_int("group", 1)
+    bias = np.zeros(outputs) if bias is None else bias
+    if group == 1:
+        return LinearLayer(node, "conv", weight.reshape(outputs, -1), bias)
+    if group == outputs and weight.shape[1] == 1:
+        return LinearLayer(node, "depthwise", weight.reshape(outputs, -1), bias)
+    return "a grouped convolution (other than depthwise with one filter per channel) is not refit"
 
 
 def _gemm_layer(node: ir.Node, weight: np.ndarray, bias: np.ndarray | None) -> LinearLayer | str:

@@ -80,3 +80,45 @@ class NormalEquations:
         fitted = float(np.einsum("oi,ij,oj->", weight, self.gram, weight))
         residual = fitted - 2.0 * float(np.einsum("oi,io->", weight, self.cross)) + self.target_energy
         return max(residual, 0.0) / self.target_energy
+
+
+class ChannelwiseEquations:
+    """The same least squares for a depthwise layer: one independent fit per channel, from its own input channel.
+
+    Inputs are ``(rows, channels, features)``, targets ``(rows, channels)``;
+    each channel gets the bias column and the ridge rule of
+    :class:`NormalEquations`.
+    """
+
+    def __init__(self, channels: int, features: int) -> None:
+        width = features + 1
+        self.gram = np.zeros((channels, width, width))
+        self.cross = np.zeros((channels, width))
+        self.target_energy = np.zeros(channels)
+        self.rows = 0
+
+    def add(self, inputs: np.ndarray, targets: np.ndarray) -> None:
+        """One batch: ``inputs`` (rows × channels × features) of the pruned model, ``targets`` (rows × channels)."""
+        inputs = np.concatenate([inputs, np.ones((*inputs.shape[:2], 1))], axis=2)
+        self.gram += np.einsum("nci,ncj->cij", inputs, inputs)
+        self.cross += np.einsum("nci,nc->ci", inputs, targets)
+        self.target_energy += np.square(targets).sum(axis=0)
+        self.rows += len(inputs)
+
+    def solve(self, start: np.ndarray) -> np.ndarray:
+        """Per channel, the refit ``[weights, bias]`` (channels × features+1), pulled toward ``start``."""
+        features = self.gram.shape[1] - 1
+        energy = np.einsum("cii->c", self.gram[:, :features, :features]) / max(features, 1)
+        crowding = max(0.0, features / max(self.rows, 1) - 1.0 / WELL_POSED_ROWS_PER_FEATURE)
+        penalty = (energy * (BASE_RIDGE + crowding**2))[:, None] * np.r_[np.ones(features), 0.0]
+        system = self.gram + penalty[:, :, None] * np.eye(features + 1) + 1e-12 * np.eye(features + 1)
+        return np.linalg.solve(system, (self.cross + penalty * start)[:, :, None])[:, :, 0]
+
+    def relative_error(self, weight: np.ndarray) -> float:
+        """Squared error over all channels relative to the target's energy, for ``[weights, bias]`` per channel."""
+        total = float(self.target_energy.sum())
+        if total == 0.0:
+            return 0.0
+        fitted = float(np.einsum("ci,cij,cj->", weight, self.gram, weight))
+        residual = fitted - 2.0 * float(np.einsum("ci,ci->", weight, self.cross)) + total
+        return max(residual, 0.0) / total

@@ -28,7 +28,7 @@ from onnxprune.passes.base import PassReport
 from onnxprune.progress import progress
 from onnxprune.reconstruct.capture import ValueReader
 from onnxprune.reconstruct.linear import LinearLayer, linear_layer
-from onnxprune.reconstruct.normal_equations import WELL_POSED_ROWS_PER_FEATURE, NormalEquations
+from onnxprune.reconstruct.normal_equations import WELL_POSED_ROWS_PER_FEATURE, ChannelwiseEquations, NormalEquations
 
 Feeds = dict[str, np.ndarray]
 
@@ -134,17 +134,21 @@ def _targets(
     return targets
 
 
+def _equations(layer: LinearLayer) -> NormalEquations | ChannelwiseEquations:
+    if layer.kind == "depthwise":
+        return ChannelwiseEquations(layer.weight.shape[0], layer.features)
+    return NormalEquations(layer.features, layer.weight.shape[0], layer.bias is not None)
+
+
 def _refit_wave(targets: list[_Target], original: ir.Model, pruned: ir.Model, batches: Sequence[Feeds], rng: np.random.Generator, report: RefitReport) -> None:
     pruned_reader = ValueReader(pruned, [target.layer.data for target in targets])
     original_reader = ValueReader(original, [target.original.data for target in targets])
-    sums = [NormalEquations(target.layer.features, target.layer.weight.shape[0], target.layer.bias is not None) for target in targets]
+    sums = [_equations(target.layer) for target in targets]
     for feeds in batches:
         for target, equations, pruned_data, original_data in zip(targets, sums, pruned_reader.read(feeds), original_reader.read(feeds)):
             limit = math.ceil((ROWS_PER_FEATURE * target.original.features + MIN_ROWS) / len(batches))
             positions = target.layer.positions(pruned_data.shape, limit, rng)
-            wanted = target.original.rows(original_data, positions) @ target.original.weight.T
-            if target.original.bias is not None:
-                wanted += target.original.bias
+            wanted = target.original.outputs(target.original.rows(original_data, positions))
             equations.add(target.layer.rows(pruned_data, positions), wanted)
     for target, equations in zip(targets, sums):
         layer = target.layer

@@ -59,7 +59,11 @@ def data_unit_scores(
     not reach score above all it removed.  ``fallback`` scores groups
     without a measurable consumer, and locked or sourceless units.
     """
-    sinks = [(sink, layer) for sink in channels.sinks if not isinstance(layer := linear_layer(sink.node), str) and _block(sink, layer)]
+    sinks = [
+        (sink, layer)
+        for sink in channels.sinks
+        if not isinstance(layer := linear_layer(sink.node), str) and layer.kind != "depthwise" and _block(sink, layer)
+    ]
     if not sinks or not batches:
         return fallback
     grams = _grams(model, sinks, batches, seed)
