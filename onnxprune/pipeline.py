@@ -76,7 +76,7 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
     calibration = _calibration(original, config)
     original_cost = model_cost(original, source_path)
     candidate = irx.copy_model(original)
-    steps: list[dict[str, Any]] = [] if calibration is None else [_calibration_step(calibration)]
+    steps: list[dict[str, Any]] = []
 
     if config.simplify:
         with progress("simplifying with onnxsim", quiet=quiet):
@@ -104,7 +104,16 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
     if validation is not None:
         failures.extend(_validation_failures(validation, lossy))
     report = build_report(
-        (original_cost, pruned_cost), (original_compressed, pruned_compressed), timings, validation, gates, steps, config, lossy, failures
+        (original_cost, pruned_cost),
+        (original_compressed, pruned_compressed),
+        timings,
+        validation,
+        gates,
+        steps,
+        config,
+        lossy,
+        failures,
+        calibration=_calibration_record(calibration),
     )
     return PruneResult(candidate, report, config, passed=not failures, failures=failures)
 
@@ -156,6 +165,7 @@ def build_report(
     config: PruneConfig,
     lossy: bool,
     failures: list[str],
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON report: costs before/after (original first), timing, drift, gates, what each pass did."""
     original, pruned = costs
@@ -177,6 +187,7 @@ def build_report(
         "speedup": timings[1].speedup if timings else None,
         "macs_ratio": pruned.macs / original.macs if original.macs else 1.0,
         "lossy": lossy,
+        "calibration": calibration,
         "validation": validation.to_dict() if validation else None,
         "gates": [gate.to_dict() for gate in gates],
         "passes": steps,
@@ -201,17 +212,17 @@ def _calibration(model: ir.Model, config: PruneConfig) -> CalibrationData | None
     return load_calibration(config.calibration, model, labels=config.labels)
 
 
-def _calibration_step(calibration: CalibrationData) -> dict[str, Any]:
+def _calibration_record(calibration: CalibrationData | None) -> dict[str, Any] | None:
     """The report's record of the calibration data: where from, how it was split, what was converted."""
-    summary: dict[str, Any] = {
+    if calibration is None:
+        return None
+    return {
         "source": calibration.source,
         "fit_samples": calibration.fit_samples,
         "held_out_samples": calibration.held_out_samples,
         "labels": calibration.fit_labels is not None,
+        "notes": list(calibration.notes),
     }
-    if calibration.notes:
-        summary["note"] = "; ".join(calibration.notes)
-    return {"name": "calibration", "changes": [], "skipped": [], "summary": summary}
 
 
 def _passes(config: PruneConfig, calibration: CalibrationData | None) -> list[PruningPass]:

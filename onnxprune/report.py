@@ -144,6 +144,12 @@ def render_prune(console: Console, report: dict[str, Any]) -> None:
             accuracy = validation["accuracy"]
             table.add_row("accuracy", f"{accuracy['reference']:.2%}", f"{accuracy['candidate']:.2%}", "")
     console.print(table)
+    calibration = report.get("calibration")
+    if calibration is not None:
+        console.print(
+            f"[bold]calibration[/]: {escape(calibration['source'])}: tuned on {calibration['fit_samples']} samples, "
+            f"{calibration['held_out_samples']} held out{'; ' + escape('; '.join(calibration['notes'])) if calibration['notes'] else ''}"
+        )
     render_passes(console, report["passes"])
     for gate in report["gates"]:
         verdict = "[green]passed[/]" if gate["passed"] else f"[red]FAILED by {abs(gate['margin']):.6g}[/]"
