@@ -34,14 +34,14 @@ class Gate:
         return f"{self.name}: {self.value:.6g} (limit {self.limit:.6g}) {verdict}"
 
 
-def check_gate_inputs(config: PruneConfig) -> None:
+def check_gate_inputs(config: PruneConfig, calibration_given: bool) -> None:
     """Refuse gate combinations that cannot be measured, before any work is done."""
     if config.min_speedup is not None and not config.bench:
         raise InputError("--min-speedup needs timing; remove --no-bench")
     needs_validation = ("max_abs_diff", "min_cosine", "min_top1_agreement", "min_accuracy")
     if not config.validate and any(getattr(config, key) is not None for key in needs_validation):
         raise InputError("output gates (--max-abs-diff, --min-cosine, --min-top1-agreement, --min-accuracy) need validation; remove --no-validate")
-    if config.min_accuracy is not None and config.calibration is None:
+    if config.min_accuracy is not None and not calibration_given:
         raise InputError("--min-accuracy needs --calibration data with labels (a 'labels' array, or --labels)")
 
 
@@ -64,7 +64,7 @@ def evaluate_gates(
         gates.append(_lower("min-top1-agreement", agreement, config.min_top1_agreement))
     if config.min_accuracy is not None and validation is not None:
         if validation.accuracy is None:
-            raise InputError(f"--min-accuracy: {config.calibration} has no labels (add a 'labels' array, or give --labels)")
+            raise InputError("--min-accuracy: the calibration data has no labels (add a 'labels' array, or give --labels)")
         gates.append(_lower("min-accuracy", validation.accuracy["candidate"], config.min_accuracy))
     if config.min_speedup is not None and speedup is not None:
         gates.append(_lower("min-speedup", speedup, config.min_speedup))

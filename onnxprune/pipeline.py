@@ -59,21 +59,26 @@ class PruneResult:
 def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None, /, quiet: bool = False, **options: Any) -> PruneResult:
     """Prune ``model`` as ``config`` (or keyword options with the CLI's names) says.
 
+    ``calibration`` (and ``labels``) may also be data rather than a path: an
+    array, a dict of arrays keyed by input name, or an iterable of feed dicts
+    (see :func:`onnxprune.calibration.load_calibration`).
+
     The input model is never modified: a path is loaded afresh, an
     ``ir.Model`` is cloned.  ``result.passed`` is False when validation or a
     quality gate failed; the caller decides whether to save anyway.
     """
+    in_memory = {key: options.pop(key) for key in ("calibration", "labels") if not isinstance(options.get(key), (str, os.PathLike, type(None)))}
     config = config or PruneConfig()
     if options:
         config = PruneConfig.from_mapping({**config.values, **options})
-    check_gate_inputs(config)
+    check_gate_inputs(config, calibration_given=config.calibration is not None or "calibration" in in_memory)
     source_path: Path | None = None
     if isinstance(model, ir.Model):
         original = model
     else:
         source_path = Path(model)
         original = irx.load(source_path)
-    calibration = _calibration(original, config)
+    calibration = _calibration(original, config, in_memory)
     original_cost = model_cost(original, source_path)
     candidate = irx.copy_model(original)
     steps: list[dict[str, Any]] = []
@@ -203,13 +208,18 @@ def build_report(
     }
 
 
-def _calibration(model: ir.Model, config: PruneConfig) -> CalibrationData | None:
-    """The ``--calibration`` data, checked against the model, or None; ``--labels`` alone is refused."""
-    if config.calibration is None:
-        if config.labels is not None:
+def _calibration(model: ir.Model, config: PruneConfig, in_memory: dict[str, Any]) -> CalibrationData | None:
+    """The calibration data (a path in the config, or arrays given in Python), checked against the model, or None.
+
+    Labels without calibration data are refused: they belong to its samples.
+    """
+    data = in_memory.get("calibration", config.calibration)
+    labels = in_memory.get("labels", config.labels)
+    if data is None:
+        if labels is not None:
             raise InputError("--labels needs --calibration: the labels belong to its samples")
         return None
-    return load_calibration(config.calibration, model, labels=config.labels)
+    return load_calibration(data, model, labels=labels)
 
 
 def _calibration_record(calibration: CalibrationData | None) -> dict[str, Any] | None:

@@ -22,8 +22,9 @@ from onnx import helper
 
 from onnxprune import ir as irx
 from onnxprune.errors import InputError
-from onnxprune.options import ChannelOptions
+from onnxprune.options import ChannelOptions, LayerOptions
 from onnxprune.passes.channels import ChannelPruningPass, ChannelResult, plan_channel_pruning
+from onnxprune.passes.layers import LayerBypassPass
 from onnxprune.reconstruct.normal_equations import ChannelwiseEquations, NormalEquations
 from tests.conftest import run_onnx
 from tests.test_channels import Net
@@ -251,3 +252,39 @@ def test_channelwise_equations_fit_each_channel_on_its_own_input() -> None:
     np.testing.assert_allclose(solved[:, :4], weights, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(solved[:, 4], biases, rtol=1e-4, atol=1e-4)
     assert equations.relative_error(solved) < 1e-8
+
+
+def test_bypassed_layer_is_made_up_for_by_refitting_its_consumer() -> None:
+    """Layer bypass uses the same refit: the layer after the bypassed one is fit to the original's output."""
+    net = Net(shape=(4, 3, 8, 8), seed=19)
+    y = net.relu(net.conv(net.input, 3, 8))
+    middle = net.conv(y, 8, 8)
+    original = net.model(net.conv(net.relu(middle), 8, 5))
+    layer_name = next(node.name for node in original.graph.node if node.output[0] == middle)
+    batches = calibration(original)
+    results = {}
+    for refit in (False, True):
+        model = irx.from_proto(original)
+        result = LayerBypassPass(LayerOptions(bypass=(layer_name,)), calibration=batches, refit=refit)(model)
+        assert result.modified
+        results[refit] = (irx.to_proto(model), result)
+    assert "reconstruction" not in results[False][1].report.summary
+    reconstruction = results[True][1].report.summary["reconstruction"]
+    assert [layer["layer"] for layer in reconstruction["layers"]] == [f"Conv '{original.graph.node[-1].name}'"]
+    fresh = calibration(original, batches=1, seed=9)[0]
+    (expected,) = run_onnx(original, fresh)
+    errors = {refit: np.linalg.norm(run_onnx(model, fresh)[0] - expected) / np.linalg.norm(expected) for refit, (model, _) in results.items()}
+    assert errors[True] < 0.7 * errors[False]  # one conv cannot fully stand in for conv-relu-conv; it recovers a good part
+
+
+def test_python_api_takes_calibration_arrays() -> None:
+    import onnxprune
+    from tests.conftest import MODELS_DIR
+
+    images = np.load(MODELS_DIR / "digits_calibration.npz")["input"]
+    by_array = onnxprune.prune(MODELS_DIR / "digits_cnn.onnx", channel_ratio=0.5, calibration=images, validate=False, bench=False, quiet=True)
+    by_path = onnxprune.prune(
+        MODELS_DIR / "digits_cnn.onnx", channel_ratio=0.5, calibration=str(MODELS_DIR / "digits_calibration.npz"), validate=False, bench=False, quiet=True
+    )
+    assert by_array.report["calibration"]["fit_samples"] == by_path.report["calibration"]["fit_samples"] == 192
+    assert irx.to_proto(by_array.model).SerializeToString() == irx.to_proto(by_path.model).SerializeToString()

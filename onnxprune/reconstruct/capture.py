@@ -15,6 +15,31 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxprune import runtime
 
+SAMPLES_PER_READ = 8
+"""Samples per onnxruntime run when reading intermediate values: every value read is held for a whole run, and
+a detector's feature maps for 32 samples at 640x640 take gigabytes, for 8 a few hundred megabytes."""
+
+
+def in_chunks(model: ir.Model, batches: Sequence[Mapping[str, np.ndarray]], samples: int = SAMPLES_PER_READ) -> list[dict[str, np.ndarray]]:
+    """The same samples in batches of at most ``samples``, where ``model``'s batch dim is free to change.
+
+    Every input's first axis is the sample axis; a model whose inputs fix
+    their batch size gets its batches as they are.
+    """
+    if any(value.shape is None or not len(value.shape) or _fixed(value.shape[0]) for value in model.graph.inputs if not value.is_initializer()):
+        return [dict(feeds) for feeds in batches]
+    chunks = []
+    for feeds in batches:
+        count = min((len(array) for array in feeds.values() if np.ndim(array)), default=1)
+        for start in range(0, count, samples):
+            chunks.append({name: array[start : start + samples] if np.ndim(array) else array for name, array in feeds.items()})
+    return chunks
+
+
+def _fixed(dim: int | ir.SymbolicDim) -> bool:
+    """A declared size (some exporters write -1 for a free dim)."""
+    return isinstance(dim, int) and dim >= 0
+
 
 class ValueReader:
     """Computes ``values`` of ``model`` (found by name) for a feed dict."""

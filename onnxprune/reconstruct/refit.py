@@ -26,7 +26,7 @@ import onnx_ir as ir
 from onnxprune.ir import node_label
 from onnxprune.passes.base import PassReport
 from onnxprune.progress import progress
-from onnxprune.reconstruct.capture import ValueReader
+from onnxprune.reconstruct.capture import ValueReader, in_chunks
 from onnxprune.reconstruct.linear import LinearLayer, linear_layer
 from onnxprune.reconstruct.normal_equations import WELL_POSED_ROWS_PER_FEATURE, ChannelwiseEquations, NormalEquations
 
@@ -84,6 +84,7 @@ def refit_changed_layers(
     original (the consumers of a bypassed block): they are refit themselves
     and count as edited.
     """
+    batches = in_chunks(pruned, batches)
     report = RefitReport(batches=len(batches))
     rewired = rewired or set()
     targets = _targets(pruned, original_node, edited | rewired, kept_outputs or {}, rewired, report)

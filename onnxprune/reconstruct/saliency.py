@@ -31,7 +31,7 @@ import onnx_ir as ir
 
 from onnxprune.analysis.channel_graph import ChannelGraph, Sink
 from onnxprune.progress import progress
-from onnxprune.reconstruct.capture import ValueReader
+from onnxprune.reconstruct.capture import ValueReader, in_chunks
 from onnxprune.reconstruct.linear import LinearLayer, linear_layer
 from onnxprune.reconstruct.normal_equations import WELL_POSED_ROWS_PER_FEATURE
 
@@ -66,7 +66,7 @@ def data_unit_scores(
     ]
     if not sinks or not batches:
         return fallback
-    grams = _grams(model, sinks, batches, seed)
+    grams = _grams(model, sinks, in_chunks(model, batches), seed)
     feature_units = [channels.unit_of_atom[np.repeat(sink.atoms, _block(sink, layer))] for sink, layer in sinks]
     scores = fallback.copy()
     candidates = ~channels.unit_locked & np.isfinite(fallback)
