@@ -15,7 +15,6 @@ the result on the held-out part.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,7 @@ import onnx_ir as ir
 from onnxprune.ir import node_label
 from onnxprune.passes.base import PassReport
 from onnxprune.progress import progress
-from onnxprune.reconstruct.capture import ValueReader, in_chunks
+from onnxprune.reconstruct.capture import ValueReader, in_chunks, row_budget, shuffled
 from onnxprune.reconstruct.linear import LinearLayer, linear_layer
 from onnxprune.reconstruct.normal_equations import WELL_POSED_ROWS_PER_FEATURE, ChannelwiseEquations, NormalEquations
 
@@ -145,10 +144,12 @@ def _refit_wave(targets: list[_Target], original: ir.Model, pruned: ir.Model, ba
     pruned_reader = ValueReader(pruned, [target.layer.data for target in targets])
     original_reader = ValueReader(original, [target.original.data for target in targets])
     sums = [_equations(target.layer) for target in targets]
-    for feeds in batches:
-        for target, equations, pruned_data, original_data in zip(targets, sums, pruned_reader.read(feeds), original_reader.read(feeds)):
-            limit = math.ceil((ROWS_PER_FEATURE * target.original.features + MIN_ROWS) / len(batches))
-            positions = target.layer.positions(pruned_data.shape, limit, rng)
+    budgets = [row_budget(ROWS_PER_FEATURE * target.original.features + MIN_ROWS, batches) for target in targets]
+    for feeds in shuffled(batches, rng):
+        if all(equations.rows >= budget.total for equations, budget in zip(sums, budgets)):
+            break
+        for target, equations, budget, pruned_data, original_data in zip(targets, sums, budgets, pruned_reader.read(feeds), original_reader.read(feeds)):
+            positions = target.layer.positions(pruned_data.shape, budget.per_chunk, rng)
             wanted = target.original.outputs(target.original.rows(original_data, positions))
             equations.add(target.layer.rows(pruned_data, positions), wanted)
     for target, equations in zip(targets, sums):

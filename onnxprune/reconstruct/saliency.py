@@ -23,7 +23,6 @@ the filter-norm score it would have had without data.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -31,7 +30,7 @@ import onnx_ir as ir
 
 from onnxprune.analysis.channel_graph import ChannelGraph, Sink
 from onnxprune.progress import progress
-from onnxprune.reconstruct.capture import ValueReader, in_chunks
+from onnxprune.reconstruct.capture import ValueReader, in_chunks, row_budget, shuffled
 from onnxprune.reconstruct.linear import LinearLayer, linear_layer
 from onnxprune.reconstruct.normal_equations import WELL_POSED_ROWS_PER_FEATURE
 
@@ -153,11 +152,13 @@ def _grams(model: ir.Model, sinks: list[tuple[Sink, LinearLayer]], batches: Sequ
     reader = ValueReader(model, [layer.data for _, layer in sinks])
     sums = [np.zeros((layer.features, layer.features)) for _, layer in sinks]
     rows = [0] * len(sinks)
-    with progress(f"measuring the inputs of {len(sinks)} consumer(s) on {len(batches)} batch(es)", total=len(batches)) as advance:
-        for feeds in batches:
-            for index, ((_, layer), data) in enumerate(zip(sinks, reader.read(feeds))):
-                limit = math.ceil((WELL_POSED_ROWS_PER_FEATURE * layer.features + MIN_ROWS) / len(batches))
-                features = layer.rows(data, layer.positions(data.shape, limit, rng)).astype(np.float32)
+    budgets = [row_budget(WELL_POSED_ROWS_PER_FEATURE * layer.features + MIN_ROWS, batches) for _, layer in sinks]
+    with progress(f"measuring the inputs of {len(sinks)} consumer(s) on up to {len(batches)} batch(es)", total=len(batches)) as advance:
+        for feeds in shuffled(batches, rng):
+            if all(count >= budget.total for count, budget in zip(rows, budgets)):
+                break
+            for index, ((_, layer), budget, data) in enumerate(zip(sinks, budgets, reader.read(feeds))):
+                features = layer.rows(data, layer.positions(data.shape, budget.per_chunk, rng)).astype(np.float32)
                 sums[index] += features.T @ features
                 rows[index] += len(features)
             advance(1)
