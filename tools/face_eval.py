@@ -18,7 +18,8 @@ this both nets classify all 200 correctly at 0.5; transposing H and W drops them
 to about 50-60%.
 
 Calibration (256 crops, none from the LFW subset): other images bundled with
-scikit-image, cut into square crops with seeded random jitter and horizontal flips:
+scikit-image, turned gray like the evaluation crops, cut into square crops with
+seeded random jitter and horizontal flips:
 
 - 96 around the face in ``astronaut`` (NASA, public domain) and 32 around the
   face in ``camera`` -- face boxes found once with scikit-image's bundled LBP
@@ -184,8 +185,15 @@ def _rgb(name: str) -> np.ndarray:
 
 
 def crop_input(crop: Crop, size: int) -> np.ndarray:
-    """One calibration crop as a net input [3, size, size]."""
-    pixels = _rgb(crop.image)[crop.top : crop.top + crop.side, crop.left : crop.left + crop.side]
+    """One calibration crop as a net input [3, size, size], gray like the evaluation crops.
+
+    The LFW subset is grayscale (its gray channel fed as R, G and B), so the
+    calibration crops are turned gray the same way: calibration data should
+    come from the inputs the model will see, and colour crops would tune the
+    pruned net to a colour distribution it is not judged on.
+    """
+    pixels = _rgb(crop.image)[crop.top : crop.top + crop.side, crop.left : crop.left + crop.side].astype(np.float32)
+    pixels = np.repeat((pixels @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None], 3, axis=2)
     if crop.mirror:
         pixels = pixels[:, ::-1]
     tensor = torch.from_numpy(np.ascontiguousarray(pixels).transpose(2, 0, 1).astype(np.float32))[None]

@@ -61,9 +61,9 @@ class NormalEquations:
         crowding = max(0.0, features / max(self.rows, 1) - 1.0 / WELL_POSED_ROWS_PER_FEATURE)
         return energy * (BASE_RIDGE + crowding**2) or 1e-12
 
-    def solve(self, start: np.ndarray) -> np.ndarray:
-        """The refit weight (outputs × features[+1]), pulled toward ``start`` (same layout)."""
-        penalty = np.full(self.gram.shape[0], self.ridge())
+    def solve(self, start: np.ndarray, strength: float = 1.0) -> np.ndarray:
+        """The refit weight (outputs × features[+1]), pulled toward ``start`` (same layout) by ``strength`` × λ."""
+        penalty = np.full(self.gram.shape[0], strength * self.ridge())
         if self.bias:
             penalty[-1] = 0.0
         system = self.gram + np.diag(penalty)
@@ -105,12 +105,12 @@ class ChannelwiseEquations:
         self.target_energy += np.square(targets).sum(axis=0)
         self.rows += len(inputs)
 
-    def solve(self, start: np.ndarray) -> np.ndarray:
-        """Per channel, the refit ``[weights, bias]`` (channels × features+1), pulled toward ``start``."""
+    def solve(self, start: np.ndarray, strength: float = 1.0) -> np.ndarray:
+        """Per channel, the refit ``[weights, bias]`` (channels × features+1), pulled toward ``start`` by ``strength`` × λ."""
         features = self.gram.shape[1] - 1
         energy = np.einsum("cii->c", self.gram[:, :features, :features]) / max(features, 1)
         crowding = max(0.0, features / max(self.rows, 1) - 1.0 / WELL_POSED_ROWS_PER_FEATURE)
-        penalty = (energy * (BASE_RIDGE + crowding**2))[:, None] * np.r_[np.ones(features), 0.0]
+        penalty = (strength * energy * (BASE_RIDGE + crowding**2))[:, None] * np.r_[np.ones(features), 0.0]
         system = self.gram + penalty[:, :, None] * np.eye(features + 1) + 1e-12 * np.eye(features + 1)
         return np.linalg.solve(system, (self.cross + penalty * start)[:, :, None])[:, :, 0]
 

@@ -34,6 +34,11 @@ Feeds = dict[str, np.ndarray]
 ROWS_PER_FEATURE = 2 * WELL_POSED_ROWS_PER_FEATURE
 """Rows sampled per feature (plus :data:`MIN_ROWS`): a well-posed fit, few enough rows to stay fast."""
 MIN_ROWS = 2048
+CHECK_EVERY = 5
+"""Every fifth chunk of calibration samples is kept out of the fit and checks it: the ridge strength is chosen
+on unseen rows (on MTCNN ONet at 5.8x fewer MACs, a fixed ridge overfit the dense layer and lost 5 points)."""
+RIDGE_STRENGTHS = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+"""Multiples of the default λ tried against the check rows."""
 
 
 @dataclass
@@ -141,33 +146,48 @@ def _equations(layer: LinearLayer) -> NormalEquations | ChannelwiseEquations:
 
 
 def _refit_wave(targets: list[_Target], original: ir.Model, pruned: ir.Model, batches: Sequence[Feeds], rng: np.random.Generator, report: RefitReport) -> None:
+    """Accumulate each layer's sums on fit chunks and on check chunks, then keep the ridge the check rows prefer."""
     pruned_reader = ValueReader(pruned, [target.layer.data for target in targets])
     original_reader = ValueReader(original, [target.original.data for target in targets])
-    sums = [_equations(target.layer) for target in targets]
+    fits = [_equations(target.layer) for target in targets]
+    checks = [_equations(target.layer) for target in targets]
     budgets = [row_budget(ROWS_PER_FEATURE * target.original.features + MIN_ROWS, batches) for target in targets]
-    for feeds in shuffled(batches, rng):
-        if all(equations.rows >= budget.total for equations, budget in zip(sums, budgets)):
+    for index, feeds in enumerate(shuffled(batches, rng)):
+        if all(equations.rows >= budget.total for equations, budget in zip(fits, budgets)):
             break
+        sums = checks if index % CHECK_EVERY == CHECK_EVERY - 1 else fits
         for target, equations, budget, pruned_data, original_data in zip(targets, sums, budgets, pruned_reader.read(feeds), original_reader.read(feeds)):
             positions = target.layer.positions(pruned_data.shape, budget.per_chunk, rng)
             wanted = target.original.outputs(target.original.rows(original_data, positions))
             equations.add(target.layer.rows(pruned_data, positions), wanted)
-    for target, equations in zip(targets, sums):
-        layer = target.layer
-        start = layer.weight if layer.bias is None else np.hstack([layer.weight, layer.bias[:, None]])
-        solved = equations.solve(start)
-        before, after = equations.relative_error(start), equations.relative_error(solved)
-        if after >= before:
-            report.skipped.append((node_label(layer.node), f"not refit: the fit would not lower its output error ({before:.4g})"))
-            continue
-        layer.write(solved[:, : layer.features], None if layer.bias is None else solved[:, -1], pruned.graph)
-        report.layers.append(
-            {
-                "layer": node_label(layer.node),
-                "features": layer.features,
-                "original_features": target.original.features,
-                "rows": equations.rows,
-                "error_before": before,
-                "error_after": after,
-            }
-        )
+    for target, fit, check in zip(targets, fits, checks):
+        _refit_layer(target, fit, check if check.rows else fit, pruned, report)
+
+
+def _refit_layer(
+    target: _Target, fit: NormalEquations | ChannelwiseEquations, check: NormalEquations | ChannelwiseEquations, pruned: ir.Model, report: RefitReport
+) -> None:
+    """Solve with each ridge strength, keep the weight with the least error on the check rows (the start if none beats it)."""
+    layer = target.layer
+    start = layer.weight if layer.bias is None else np.hstack([layer.weight, layer.bias[:, None]])
+    before = check.relative_error(start)
+    after, strength, solved = min(
+        ((check.relative_error(weight), strength, weight) for strength in RIDGE_STRENGTHS for weight in [fit.solve(start, strength)]),
+        key=lambda candidate: candidate[0],
+    )
+    if after >= before:
+        report.skipped.append((node_label(layer.node), f"not refit: no fit lowered its output error on check samples ({before:.4g})"))
+        return
+    layer.write(solved[:, : layer.features], None if layer.bias is None else solved[:, -1], pruned.graph)
+    report.layers.append(
+        {
+            "layer": node_label(layer.node),
+            "features": layer.features,
+            "original_features": target.original.features,
+            "rows": fit.rows,
+            "check_rows": check.rows if check is not fit else 0,
+            "ridge_strength": strength,
+            "error_before": before,
+            "error_after": after,
+        }
+    )
