@@ -104,6 +104,13 @@ def concat_offset() -> onnx.ModelProto:
     return net.model(net.conv(joined, 12, 5))
 
 
+def upsample() -> onnx.ModelProto:
+    net = Net(shape=(2, 3, 8, 8), seed=20)
+    y = net.relu(twin_conv(net, net.input, 3, 8))
+    weight, bias = net.const("tw", net.weight(8, 5, 2, 2)), net.const("tb", net.weight(5))
+    return net.model(net.op("ConvTranspose", [y, weight, bias], kernel_shape=[2, 2], strides=[2, 2]))
+
+
 MODELS = {
     "conv": chain,
     "depthwise_then_conv": depthwise_between,
@@ -111,6 +118,7 @@ MODELS = {
     "transpose_matmul": transpose_matmul,
     "residual_two_consumers": residual_two_consumers,
     "concat_offset": concat_offset,
+    "conv_transpose_upsample": upsample,
 }
 OPTIONS = ChannelOptions(ratio=0.5, round_to=1, exclude=("kept_*",), importance="l1")  # L1 removes exactly the twins
 

@@ -23,11 +23,15 @@ from onnxprune.analysis.weight_ops import weight_op
 
 @dataclass(frozen=True)
 class LinearLayer:
-    """One refittable weight layer; ``kind`` is ``"conv"``, ``"dense"`` or ``"depthwise"``.
+    """One refittable weight layer; ``kind`` is ``"conv"``, ``"dense"``, ``"depthwise"`` or ``"upsample"``.
 
     A depthwise conv is one small layer per channel: its ``weight`` is
     ``(channels, k·k)``, its feature rows ``(rows, channels, k·k)``, and each
-    channel is fit on its own input channel only.
+    channel is fit on its own input channel only.  An upsampling
+    ConvTranspose whose kernel equals its stride maps every input pixel to
+    its own output block: a dense layer from ``C_in`` features to
+    ``C_out·k·k`` outputs, one row per input pixel; its bias (one per output
+    channel, shared by the block) stays as it is and is left out of the fit.
     """
 
     node: ir.Node
@@ -53,6 +57,9 @@ class LinearLayer:
     def with_outputs(self, rows: np.ndarray) -> LinearLayer:
         """The same layer restricted to output channels ``rows`` (what a pruned layer still computes)."""
         channels = rows if self.kind == "depthwise" else None
+        if self.kind == "upsample":
+            block = self.weight.shape[0] // _output_channels(self.node)
+            rows = (rows[:, None] * block + np.arange(block)).ravel()
         return replace(self, weight=self.weight[rows], bias=None if self.bias is None else self.bias[rows], channels=channels)
 
     def outputs(self, rows: np.ndarray) -> np.ndarray:
@@ -81,6 +88,8 @@ class LinearLayer:
         if self.kind == "depthwise":
             data = data if self.channels is None else data[:, self.channels]
             return _conv_patches(self.node, data, positions).reshape(len(positions), data.shape[1], -1)
+        if self.kind == "upsample":
+            return np.asarray(np.moveaxis(data, 1, -1).reshape(-1, data.shape[1])[positions], dtype=np.float64)
         return _conv_patches(self.node, data, positions)
 
     def write(self, weight: np.ndarray, bias: np.ndarray | None, graph: ir.Graph) -> None:
@@ -92,6 +101,8 @@ class LinearLayer:
         assert original is not None
         if node.op_type == "Conv":
             stored = weight.reshape(original.shape)
+        elif node.op_type == "ConvTranspose":
+            stored = weight.T.reshape(weight.shape[1], -1, *original.shape[2:])
         elif node.op_type == "Gemm":
             stored = weight / node.attributes.get_float("alpha", 1.0)
             stored = stored if node.attributes.get_int("transB", 0) else stored.T
@@ -113,6 +124,8 @@ class LinearLayer:
     def _row_count(self, data_shape: tuple[int, ...]) -> int:
         if self.kind == "dense":
             return data_shape[1] if self._transposed_input else int(np.prod(data_shape[:-1]))
+        if self.kind == "upsample":
+            return int(np.prod(data_shape)) // data_shape[1]
         batch, _, *spatial = data_shape
         return batch * int(np.prod(_conv_output_spatial(self.node, tuple(spatial))))
 
@@ -120,7 +133,7 @@ class LinearLayer:
 def linear_layer(node: ir.Node) -> LinearLayer | str:
     """The matrix view of ``node``, or the reason it has none."""
     op = weight_op(node)
-    if op is None or op.op_type == "ConvTranspose":
+    if op is None:
         return f"{node.op_type} layers are not refit"
     weight_value = node.inputs[1] if len(node.inputs) > 1 else None
     if weight_value is None or not irx.is_constant(weight_value) or node.inputs[0] is None:
@@ -136,6 +149,8 @@ def linear_layer(node: ir.Node) -> LinearLayer | str:
     matrix = np.asarray(weight, dtype=np.float64)
     if node.op_type == "Conv":
         return _conv_layer(node, matrix, bias)
+    if node.op_type == "ConvTranspose":
+        return _upsample_layer(node, matrix)
     if node.op_type == "Gemm":
         return _gemm_layer(node, matrix, bias)
     if matrix.ndim != 2:
@@ -155,6 +170,30 @@ def _conv_layer(node: ir.Node, weight: np.ndarray, bias: np.ndarray | None) -> L
     if group == outputs and weight.shape[1] == 1:
         return LinearLayer(node, "depthwise", weight.reshape(outputs, -1), bias)
     return "a grouped convolution (other than depthwise with one filter per channel) is not refit"
+
+
+def _upsample_layer(node: ir.Node, weight: np.ndarray) -> LinearLayer | str:
+    """A ConvTranspose whose kernel tiles its output (kernel = stride, no padding, groups or dilation)."""
+    attributes = node.attributes
+    kernel = list(weight.shape[2:])
+    plain = (
+        attributes.get_int("group", 1) == 1
+        and list(attributes.get_ints("strides", [1] * len(kernel))) == kernel
+        and not any(attributes.get_ints("pads", [0]))
+        and all(dilation == 1 for dilation in attributes.get_ints("dilations", [1]))
+        and not any(attributes.get_ints("output_padding", [0]))
+        and "output_shape" not in attributes
+        and attributes.get_string("auto_pad", "NOTSET") == "NOTSET"
+    )
+    if not plain:
+        return "only a ConvTranspose whose kernel equals its stride (no padding, groups or dilation) is refit"
+    return LinearLayer(node, "upsample", weight.reshape(weight.shape[0], -1).T, None)
+
+
+def _output_channels(node: ir.Node) -> int:
+    weight = irx.constant_array(node.inputs[1])
+    assert weight is not None
+    return int(weight.shape[1]) * node.attributes.get_int("group", 1)
 
 
 def _gemm_layer(node: ir.Node, weight: np.ndarray, bias: np.ndarray | None) -> LinearLayer | str:
