@@ -35,7 +35,7 @@ from onnxprune.passes.channels import ChannelPruningPass, DeadChannelPass
 from onnxprune.passes.cleanup import CleanupPass
 from onnxprune.passes.layers import LayerBypassPass
 from onnxprune.passes.weights import WeightPruningPass
-from onnxprune.progress import progress
+from onnxprune.progress import progress, silenced
 from onnxprune.simplify import simplify
 from onnxprune.sparse import compressed_size, to_sparse_initializers
 from onnxprune.validate import InputSource, Validation, validate
@@ -88,7 +88,8 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
             candidate, warning = simplify(candidate)
         steps.append({"name": "simplify", "changes": [], "skipped": [], "summary": {"warning": warning} if warning else {"applied": True}})
     # Each pass says what it did and whether it kept the function exact; only those answers count here.
-    results = [pruning_pass(candidate) for pruning_pass in _passes(config, calibration)]
+    with silenced(quiet):
+        results = [pruning_pass(candidate) for pruning_pass in _passes(config, calibration)]
     steps.extend(result.report.to_dict() for result in results)
     lossy = any(not result.exact for result in results)
     finalize(candidate)

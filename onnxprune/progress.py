@@ -9,8 +9,22 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+_SILENT: ContextVar[bool] = ContextVar("onnxprune_progress_silent", default=False)
+
+
+@contextmanager
+def silenced(quiet: bool = True) -> Iterator[None]:
+    """Within this block (when ``quiet``), :func:`progress` shows nothing: passes deep in the library report
+    progress, and a caller that asked for quiet must not have to thread the flag through every one of them."""
+    token = _SILENT.set(quiet or _SILENT.get())
+    try:
+        yield
+    finally:
+        _SILENT.reset(token)
 
 
 def interactive() -> bool:
@@ -25,7 +39,7 @@ def progress(description: str, total: int | None = None, quiet: bool = False) ->
     Without a terminal a single line announces the step, so logs show where a
     long run spent its time without any escape codes.
     """
-    if quiet:
+    if quiet or _SILENT.get():
         yield _ignore
         return
     if not interactive():

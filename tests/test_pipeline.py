@@ -246,3 +246,13 @@ def test_labels_without_calibration_is_a_usage_error(tmp_path: Path, capsys: pyt
     code = main(["prune", str(MODELS_DIR / "digits_cnn.onnx"), "-o", str(tmp_path / "out.onnx"), "--channel-ratio", "0.5", "--labels", "x.npy"])
     assert code == 2 and "--labels needs --calibration" in capsys.readouterr().err
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_quiet_prune_prints_nothing_even_from_data_driven_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    import onnxprune
+
+    onnxprune.prune(
+        MODELS_DIR / "digits_cnn.onnx", channel_ratio=0.5, calibration=str(MODELS_DIR / "digits_calibration.npz"), bench=False, quiet=True
+    )
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
