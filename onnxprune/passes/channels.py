@@ -60,7 +60,8 @@ from onnxprune.passes.channel_edits import compute_edits
 from onnxprune.passes.channel_plan import ChannelPlan, ChannelPlanError, GroupPlan
 from onnxprune.passes.channel_report import fill_report, group_plans, unchanged_weight_layers
 from onnxprune.passes.channel_selection import select_channels, unit_scores
-from onnxprune.reconstruct.refit import Feeds, refit_changed_layers
+from onnxprune.reconstruct.capture import Feeds
+from onnxprune.reconstruct.refit import refit_changed_layers
 from onnxprune.reconstruct.saliency import data_unit_scores
 
 __all__ = [

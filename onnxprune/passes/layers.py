@@ -47,7 +47,8 @@ from onnxprune.errors import InputError
 from onnxprune.options import LayerOptions
 from onnxprune.passes.base import PassReport, PruningPass, PruningResult
 from onnxprune.progress import progress
-from onnxprune.reconstruct.refit import Feeds, refit_changed_layers
+from onnxprune.reconstruct.capture import Feeds
+from onnxprune.reconstruct.refit import refit_changed_layers
 
 DRIFT_METRIC = "max over graph outputs of ||y' - y||_2 / ||y||_2 vs the original model, stacked over calibration inputs"
 RANDOM_INPUTS_WARNING = (

@@ -17,6 +17,12 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxprune import runtime
 
+Feeds = dict[str, np.ndarray]
+"""One onnxruntime feed: graph input name -> array, first axis = samples."""
+
+MIN_ROWS = 2048
+"""Rows every fit takes beyond its per-feature share: small layers still see a spread of positions and samples."""
+
 SAMPLES_PER_READ = 8
 """Samples per onnxruntime run when reading intermediate values: every value read is held for a whole run, and
 a detector's feature maps for 32 samples at 640x640 take gigabytes, for 8 a few hundred megabytes."""

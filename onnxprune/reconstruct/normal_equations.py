@@ -32,6 +32,13 @@ WELL_POSED_ROWS_PER_FEATURE = 4
 a linear or no penalty loses 0.5-3 points of accuracy on its underdetermined dense layer)."""
 
 
+def relative_ridge(features: int, rows: int) -> float:
+    """λ relative to the mean feature energy: :data:`BASE_RIDGE`, plus the square of the shortfall below
+    :data:`WELL_POSED_ROWS_PER_FEATURE` rows per feature."""
+    crowding = max(0.0, features / max(rows, 1) - 1.0 / WELL_POSED_ROWS_PER_FEATURE)
+    return BASE_RIDGE + crowding**2
+
+
 class NormalEquations:
     """Running sums for one layer's refit; ``bias`` adds the constant column."""
 
@@ -58,8 +65,7 @@ class NormalEquations:
         features = self.gram.shape[0] - int(self.bias)
         diagonal = np.diag(self.gram)[:features]
         energy = float(diagonal.mean()) if features else 0.0
-        crowding = max(0.0, features / max(self.rows, 1) - 1.0 / WELL_POSED_ROWS_PER_FEATURE)
-        return energy * (BASE_RIDGE + crowding**2) or 1e-12
+        return energy * relative_ridge(features, self.rows) or 1e-12
 
     def solve(self, start: np.ndarray, strength: float = 1.0) -> np.ndarray:
         """The refit weight (outputs × features[+1]), pulled toward ``start`` (same layout) by ``strength`` × λ."""
@@ -109,8 +115,7 @@ class ChannelwiseEquations:
         """Per channel, the refit ``[weights, bias]`` (channels × features+1), pulled toward ``start`` by ``strength`` × λ."""
         features = self.gram.shape[1] - 1
         energy = np.einsum("cii->c", self.gram[:, :features, :features]) / max(features, 1)
-        crowding = max(0.0, features / max(self.rows, 1) - 1.0 / WELL_POSED_ROWS_PER_FEATURE)
-        penalty = (strength * energy * (BASE_RIDGE + crowding**2))[:, None] * np.r_[np.ones(features), 0.0]
+        penalty = (strength * energy * relative_ridge(features, self.rows))[:, None] * np.r_[np.ones(features), 0.0]
         system = self.gram + penalty[:, :, None] * np.eye(features + 1) + 1e-12 * np.eye(features + 1)
         return np.linalg.solve(system, (self.cross + penalty * start)[:, :, None])[:, :, 0]
 

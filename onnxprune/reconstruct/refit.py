@@ -22,18 +22,16 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune.analysis.weight_ops import weight_op
 from onnxprune.ir import node_label
 from onnxprune.passes.base import PassReport
 from onnxprune.progress import progress
-from onnxprune.reconstruct.capture import ValueReader, in_chunks, row_budget, shuffled
+from onnxprune.reconstruct.capture import MIN_ROWS, Feeds, ValueReader, in_chunks, row_budget, shuffled
 from onnxprune.reconstruct.linear import LinearLayer, linear_layer
 from onnxprune.reconstruct.normal_equations import WELL_POSED_ROWS_PER_FEATURE, ChannelwiseEquations, NormalEquations
 
-Feeds = dict[str, np.ndarray]
-
 ROWS_PER_FEATURE = 2 * WELL_POSED_ROWS_PER_FEATURE
 """Rows sampled per feature (plus :data:`MIN_ROWS`): a well-posed fit, few enough rows to stay fast."""
-MIN_ROWS = 2048
 CHECK_EVERY = 5
 """Every fifth chunk of calibration samples is kept out of the fit and checks it: the ridge strength is chosen
 on unseen rows (on MTCNN ONet at 5.8x fewer MACs, a fixed ridge overfit the dense layer and lost 5 points)."""
@@ -123,7 +121,7 @@ def _targets(
         if data is not None and (data in changed or node in rewired) and node in original_node:
             layer, original = linear_layer(node), linear_layer(original_node[node])
             if isinstance(layer, str) or isinstance(original, str):
-                if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
+                if weight_op(node) is not None:
                     report.skipped.append((node_label(node), f"not refit: {layer if isinstance(layer, str) else original}"))
             elif layer.weight.shape[0] != original.weight.shape[0] and len(kept_outputs.get(node, ())) != layer.weight.shape[0]:
                 report.skipped.append((node_label(node), "not refit: which of its output channels were kept is not known"))

@@ -30,15 +30,12 @@ import onnx_ir as ir
 
 from onnxprune.analysis.channel_graph import ChannelGraph, Sink
 from onnxprune.progress import progress
-from onnxprune.reconstruct.capture import ValueReader, in_chunks, row_budget, shuffled
+from onnxprune.reconstruct.capture import MIN_ROWS, Feeds, ValueReader, in_chunks, row_budget, shuffled
 from onnxprune.reconstruct.linear import LinearLayer, linear_layer
 from onnxprune.reconstruct.normal_equations import WELL_POSED_ROWS_PER_FEATURE
 
-Feeds = dict[str, np.ndarray]
-
 DAMPING = 1e-2
 """Added to G's diagonal, relative to its mean: keeps G⁻¹ finite when features are collinear (as in OBS/GPTQ)."""
-MIN_ROWS = 2048
 
 
 def data_unit_scores(
