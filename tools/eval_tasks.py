@@ -160,26 +160,27 @@ def _copy_ppocr_model(kind: str, model: Path) -> None:
         write_bytes(model, ocr_eval.ppocr_file(ocr_eval.MODEL_FILES[kind]).read_bytes())
 
 
+def _build_ppocr_lines(kind: str, folder: Path, build_data: Callable[[Path, Path], None], evaluate: Callable[..., Metrics]) -> Task:
+    """A task on rendered text lines: the wheel's ``kind`` model, its evaluation and calibration lines, its metric."""
+    model, evaluation, calibration = folder / MODEL_FILE, folder / EVAL_FILE, folder / CALIBRATION_FILE
+    _copy_ppocr_model(kind, model)
+    if _missing(evaluation, calibration):
+        build_data(evaluation, calibration)
+    return Task(f"ppocr_{kind}", model, calibration, _evaluator(evaluate, eval_path=evaluation))
+
+
 def build_ppocr_cls(folder: Path) -> Task:
     """Text line orientation (0 or 180 degrees) on rendered lines."""
     import ocr_eval
 
-    model, evaluation, calibration = folder / MODEL_FILE, folder / EVAL_FILE, folder / CALIBRATION_FILE
-    _copy_ppocr_model("cls", model)
-    if _missing(evaluation, calibration):
-        ocr_eval.build_cls_data(evaluation, calibration)
-    return Task("ppocr_cls", model, calibration, _evaluator(ocr_eval.evaluate_cls, eval_path=evaluation))
+    return _build_ppocr_lines("cls", folder, ocr_eval.build_cls_data, ocr_eval.evaluate_cls)
 
 
 def build_ppocr_rec(folder: Path) -> Task:
     """Text recognition on rendered lines, inputs fixed at 3x48x320."""
     import ocr_eval
 
-    model, evaluation, calibration = folder / MODEL_FILE, folder / EVAL_FILE, folder / CALIBRATION_FILE
-    _copy_ppocr_model("rec", model)
-    if _missing(evaluation, calibration):
-        ocr_eval.build_rec_data(evaluation, calibration)
-    return Task("ppocr_rec", model, calibration, _evaluator(ocr_eval.evaluate_rec, eval_path=evaluation))
+    return _build_ppocr_lines("rec", folder, ocr_eval.build_rec_data, ocr_eval.evaluate_rec)
 
 
 def build_ppocr_det(folder: Path) -> Task:
