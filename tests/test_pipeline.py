@@ -259,3 +259,25 @@ def test_quiet_prune_prints_nothing_even_from_data_driven_passes(capsys: pytest.
     )
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"wrong": (4, 1, 8, 8)}, "'wrong' is not an input of the model"),
+        ({"input": (4, 8, 8)}, "'input' has rank 3"),
+        ({"input": (1, 1, 8, 8)}, "sample"),
+    ],
+)
+def test_calibration_that_does_not_fit_the_model_is_one_line_and_exit_2(
+    arrays: dict[str, tuple[int, ...]], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    data = tmp_path / "calibration.npz"
+    np.savez(data, **{name: np.zeros(shape, np.float32) for name, shape in arrays.items()})
+    out = tmp_path / "out.onnx"
+    code = main(["prune", str(MODELS_DIR / "digits_cnn.onnx"), "-o", str(out), "--channel-ratio", "0.5", "--calibration", str(data)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

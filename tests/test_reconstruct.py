@@ -296,3 +296,34 @@ def test_python_api_takes_calibration_arrays() -> None:
     )
     assert by_array.report["calibration"]["fit_samples"] == by_path.report["calibration"]["fit_samples"] == 192
     assert irx.to_proto(by_array.model).SerializeToString() == irx.to_proto(by_path.model).SerializeToString()
+
+
+def test_ridge_is_chosen_on_check_rows_and_an_overfit_is_refused() -> None:
+    """A fit that only chases noise in its own rows is refused when rows it did not see disagree.
+
+    The fit rows ask for random outputs (30 features, 20 rows: any weight can
+    match them); the check rows are exactly what the current weight computes.
+    Judged on the check rows no refit beats the start, so the layer is left
+    alone with the reason; judged on its own rows (no check part) it would be
+    rewritten.
+    """
+    from onnxprune.reconstruct.linear import linear_layer
+    from onnxprune.reconstruct.refit import RefitReport, _refit_layer, _Target
+
+    net = Net(shape=(20, 30), seed=21)
+    original = net.model(net.gemm(net.input, 30, 4))
+    rng = np.random.default_rng(3)
+    outcomes = {}
+    for judged_on in ("check", "fit"):
+        model = irx.from_proto(original)
+        layer = linear_layer(next(iter(model.graph)))
+        assert not isinstance(layer, str) and layer.bias is not None
+        fit, check = NormalEquations(30, 4, bias=True), NormalEquations(30, 4, bias=True)
+        fit.add(rng.standard_normal((20, 30)), rng.standard_normal((20, 4)))
+        unseen = rng.standard_normal((200, 30))
+        check.add(unseen, layer.outputs(unseen))
+        report = RefitReport()
+        _refit_layer(_Target(layer, layer, 0), fit, check if judged_on == "check" else fit, model, report)
+        outcomes[judged_on] = report
+    assert not outcomes["check"].layers and "no fit lowered its output error on check samples" in outcomes["check"].skipped[0][1]
+    assert len(outcomes["fit"].layers) == 1
