@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune import runtime
 from onnxprune.calibration_sources import LABELS_KEY as LABELS_KEY  # re-exported: part of this module's public API
 from onnxprune.calibration_sources import ArrayLike, CalibrationInput, Input, Source, as_labels, collect, model_inputs, open_source, read_labels
 from onnxprune.errors import InputError
@@ -109,7 +110,7 @@ class CalibrationData:
 
 
 def _samples(batches: list[dict[str, np.ndarray]]) -> int:
-    return sum(len(next(iter(batch.values()))) for batch in batches if batch)
+    return sum(runtime.sample_count(batch) for batch in batches)
 
 
 def load_calibration(

@@ -60,6 +60,11 @@ def run(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> dict[
     return dict(zip(names, results))
 
 
+def sample_count(feeds: Mapping[str, np.ndarray]) -> int:
+    """Samples in one feed dict: the leading dim its inputs share (1 for a feed of scalars)."""
+    return min((len(array) for array in feeds.values() if np.ndim(array)), default=1)
+
+
 def input_specs(
     model: ir.Model,
     shapes: Mapping[str, tuple[int, ...]] | None = None,

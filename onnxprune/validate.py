@@ -148,7 +148,7 @@ def validate(
         result.problems.append(str(error))
         return result
     result.samples = len(batches)
-    result.data = source.describe() if source.batches is not None else f"{source.describe()} ({_rows(batches)} samples)"
+    result.data = source.describe() if source.batches is not None else f"{source.describe()} ({sum(runtime.sample_count(batch) for batch in batches)} samples)"
     for name, expected in reference_outputs.items():
         actual = candidate_outputs[name]
         if expected.shape != actual.shape:
@@ -191,11 +191,6 @@ def _run_all(model: ir.Model, batches: list[dict[str, np.ndarray]]) -> dict[str,
     session = runtime.make_session(model, optimize=False)
     runs = [runtime.run(session, feeds) for feeds in batches]
     return {name: _join(name, [np.asarray(run[name]) for run in runs]) for name in runs[0]}
-
-
-def _rows(batches: list[dict[str, np.ndarray]]) -> int:
-    """Samples in the batches: the leading dim of the first input (1 per batch for scalar inputs)."""
-    return sum(int(np.shape(next(iter(batch.values())))[0]) if np.ndim(next(iter(batch.values()))) else 1 for batch in batches if batch)
 
 
 def _join(name: str, arrays: list[np.ndarray]) -> np.ndarray:

@@ -38,7 +38,7 @@ def in_chunks(model: ir.Model, batches: Sequence[Mapping[str, np.ndarray]], samp
         return [dict(feeds) for feeds in batches]
     chunks = []
     for feeds in batches:
-        count = _samples(feeds)
+        count = runtime.sample_count(feeds)
         for start in range(0, count, samples):
             chunks.append({name: array[start : start + samples] if np.ndim(array) else array for name, array in feeds.items()})
     return chunks
@@ -60,7 +60,7 @@ class RowBudget:
 
 def row_budget(total: int, chunks: Sequence[Mapping[str, np.ndarray]]) -> RowBudget:
     """Spread ``total`` rows over enough chunks to read :data:`MIN_SAMPLES` samples (or all there are)."""
-    samples = _samples(chunks[0]) if chunks else 1
+    samples = runtime.sample_count(chunks[0]) if chunks else 1
     spread = min(len(chunks), max(1, math.ceil(MIN_SAMPLES / samples)))
     return RowBudget(total, math.ceil(total / spread))
 
@@ -68,10 +68,6 @@ def row_budget(total: int, chunks: Sequence[Mapping[str, np.ndarray]]) -> RowBud
 def shuffled(chunks: Sequence[Mapping[str, np.ndarray]], rng: np.random.Generator) -> list[Mapping[str, np.ndarray]]:
     """The chunks in a seeded random order: a fit that stops early still sees a spread of the data (files are often sorted by class)."""
     return [chunks[index] for index in rng.permutation(len(chunks))]
-
-
-def _samples(feeds: Mapping[str, np.ndarray]) -> int:
-    return min((len(array) for array in feeds.values() if np.ndim(array)), default=1)
 
 
 def _fixed(dim: int | ir.SymbolicDim) -> bool:
