@@ -13,6 +13,7 @@ a new family in :data:`FAMILIES`.  Invalid values raise
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -180,6 +181,30 @@ DATA_IMPORTANCE = ("auto", "data")
 (:mod:`onnxprune.reconstruct.saliency`); ``auto`` is ``data`` when calibration data is given, else ``l1``."""
 
 
+KEEP = "keep"
+"""The override value that leaves a group's channels alone."""
+
+
+def parse_channel_overrides(items: tuple[str, ...], name: str = "--channel-override") -> tuple[tuple[str, float], ...]:
+    """``GLOB=RATIO`` / ``GLOB=keep`` entries as ``(glob, ratio)`` pairs, ``keep`` being ratio 0."""
+    pairs = []
+    for item in items:
+        pattern, _, text = item.rpartition("=")
+        try:
+            ratio = 0.0 if text.strip() == KEEP else float(text)
+        except ValueError:
+            ratio = math.nan
+        if not pattern.strip() or not 0.0 <= ratio < 1.0:
+            raise InputError(f"{name} '{item}': expected GLOB=RATIO with 0 <= RATIO < 1, or GLOB={KEEP}")
+        pairs.append((pattern, ratio))
+    return tuple(pairs)
+
+
+def _check_channel_overrides(items: tuple[str, ...], name: str) -> tuple[str, ...]:
+    parse_channel_overrides(items, name)
+    return items
+
+
 def _registered_importance(name_of_criterion: str, name: str) -> str:
     known = (*DATA_IMPORTANCE, *importance_lib.available_importances())
     if name_of_criterion not in known:
@@ -213,6 +238,13 @@ class ChannelOptions(OptionFamily):
     exclude: tuple[str, ...] = option(
         (), flag="channel-exclude", help="leave channels of matching nodes or values alone (glob)", items="glob patterns"
     )
+    overrides: tuple[str, ...] = option(
+        (),
+        flag="channel-override",
+        help="GLOB=RATIO or GLOB=keep: the ratio for the groups whose pruned layer matches (first match wins), in every mode",
+        items="GLOB=RATIO strings",
+        check=_check_channel_overrides,
+    )
     importance: str = option(
         "auto",
         flag="importance",
@@ -228,6 +260,10 @@ class ChannelOptions(OptionFamily):
         flag="reconstruct",
         help="with --calibration: refit every layer after a pruned channel by least squares so it reproduces the original's output",
     )
+
+    def ratio_overrides(self) -> tuple[tuple[str, float], ...]:
+        """``overrides`` parsed: ``(glob, ratio)`` pairs in the order given."""
+        return parse_channel_overrides(self.overrides, "channel option 'overrides'")
 
 
 _PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")

@@ -243,7 +243,7 @@ def _passes(config: PruneConfig, calibration: CalibrationData | None) -> list[Pr
     layers = config.options(LayerOptions)
     if layers.selects_anything:
         passes.append(LayerBypassPass(layers, calibration=fit, refit=config.reconstruct))
-    if config.channel_ratio is not None:
+    if config.channel_ratio is not None or config.channel_override:
         passes.append(ChannelPruningPass(config.options(ChannelOptions), calibration=fit))
     weights_requested = _prunes_weights(config)
     if weights_requested:

@@ -22,7 +22,7 @@ from onnxprune.analysis.channel_graph import ChannelGraph
 from onnxprune.errors import InputError
 from onnxprune.options import ChannelOptions
 from onnxprune.passes import channels as channel_pass_module
-from onnxprune.passes.channel_plan import ChannelEdits
+from onnxprune.passes.channel_plan import ChannelEdits, ChannelPlan
 from onnxprune.passes.channels import ChannelPruningPass, ChannelResult, DeadChannelPass, plan_channel_pruning
 from tests.conftest import MODELS_DIR, SAMPLE_MODELS, feeds_for, run_onnx
 
@@ -431,6 +431,43 @@ def test_exclude_pattern_locks_matching_layer() -> None:
     assert group.channels_after == group.channels_before
     assert any("exclude pattern" in reason for reason in group.lock_reasons)
     assert any(g.channels_after < g.channels_before for g in plan.groups)
+
+
+
+def _channels_after(plan: ChannelPlan, *layers: str) -> dict[str, int]:
+    return {group.sources[0]: group.channels_after for group in plan.groups if group.sources[0] in layers}
+
+
+def test_override_sets_one_groups_ratio_and_keep_leaves_it_alone() -> None:
+    model = chain()
+    first, second = model.graph.node[0].name, model.graph.node[2].name
+    plan = plan_channel_pruning(irx.from_proto(model), dataclasses.replace(HALF, overrides=(f"{first}=0.25", f"{second}=keep")))
+    assert _channels_after(plan, first, second) == {first: 6, second: 12}
+    kept = next(group for group in plan.groups if group.sources == [second])
+    assert kept.note == f"override '{second}': ratio=0.0 and none of its channels is dead"
+
+
+def test_override_alone_prunes_only_its_group_and_first_match_wins() -> None:
+    model = chain()
+    first, second = model.graph.node[0].name, model.graph.node[2].name
+    options = ChannelOptions(round_to=1, overrides=(f"{second}=0.5", "conv*=0.75"))
+    assert _channels_after(plan_channel_pruning(irx.from_proto(model), options), first, second) == {first: 2, second: 6}
+    alone = ChannelOptions(round_to=1, overrides=(f"{second}=0.5",))
+    assert _channels_after(plan_channel_pruning(irx.from_proto(model), alone), first, second) == {first: 8, second: 6}
+
+
+def test_override_is_honoured_by_global_ranking() -> None:
+    model = chain()
+    first, second = model.graph.node[0].name, model.graph.node[2].name
+    options = dataclasses.replace(HALF, global_ranking=True, overrides=(f"{first}=keep",))
+    after = _channels_after(plan_channel_pruning(irx.from_proto(model), options), first, second)
+    assert after[first] == 8 and after[second] < 12
+
+
+@pytest.mark.parametrize("text", ["conv=1.0", "conv=-0.1", "conv=half", "=0.5", "conv", "conv=nan"])
+def test_override_that_is_not_glob_equals_ratio_is_refused(text: str) -> None:
+    with pytest.raises(InputError, match="expected GLOB=RATIO"):
+        ChannelOptions(overrides=(text,))
 
 
 # ---------------------------------------------------------------- dead channels

@@ -94,8 +94,8 @@ def test_list_options_check_their_choices() -> None:
 # ------------------------------------------------ one declaration, three ways in
 
 # Values that only an option's own check knows to be valid or invalid.
-_VALID_TEXT = {"input-shape": "x=1,3", "weight-pattern": "2:4", "importance": "l2"}
-_INVALID_TEXT = {"input-shape": "x=1,0", "weight-pattern": "2-4", "importance": "magic", "bypass": " "}
+_VALID_TEXT = {"input-shape": "x=1,3", "weight-pattern": "2:4", "importance": "l2", "channel-override": "conv*=0.5"}
+_INVALID_TEXT = {"input-shape": "x=1,0", "weight-pattern": "2-4", "importance": "magic", "bypass": " ", "channel-override": "conv*=1.5"}
 
 
 def _declared(family: type[OptionFamily], name: str) -> Option:

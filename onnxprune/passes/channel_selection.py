@@ -8,7 +8,9 @@ at a graph or computes an edit.  In order:
    whose value is a known constant wherever it is consumed;
 2. remove the dead units, then the lowest-scoring ones per group (or across
    groups with ``global_ranking``), never leaving a tracked tensor with fewer
-   than ``min_channels`` (at least one);
+   than ``min_channels`` (at least one); a group whose pruned layer matches
+   one of ``overrides`` loses its own ratio of channels instead, whatever the
+   mode;
 3. give channels back until every group keeps a multiple of ``round_to``.
 
 Each step that leaves a group untouched records the reason right there, in
@@ -22,8 +24,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import onnx_ir as ir
 
 from onnxprune import importance as importance_lib
+from onnxprune import ir as irx
 from onnxprune.analysis.channel_graph import ChannelGraph
 from onnxprune.options import ChannelOptions
 
@@ -54,6 +58,31 @@ def unit_scores(channels: ChannelGraph, criterion: str) -> np.ndarray:
     function = importance_lib.get_importance(criterion)
     members = [(source.atoms, importance_lib.layer_scores(function, source.filters())) for source in channels.sources]
     return importance_lib.group_scores(channels.unit_of_atom, channels.num_units, members)
+
+
+def group_names(channels: ChannelGraph) -> dict[int, list[str]]:
+    """Per group, the names its pruned layers answer to (node names, then their output value names)."""
+    names: dict[int, list[str]] = {}
+    for source in channels.sources:
+        group = int(channels.group_of_unit[channels.unit_of_atom[source.atoms[0]]])
+        names.setdefault(group, []).extend(_names(source.node))
+    return names
+
+
+def _names(node: ir.Node) -> list[str]:
+    return [name for name in (node.name, node.outputs[0].name if node.outputs else None) if name]
+
+
+def override_ratios(channels: ChannelGraph, options: ChannelOptions) -> dict[int, tuple[float, str]]:
+    """Per group that an override matches: its ratio and the pattern (the first that matches any of its names)."""
+    overrides = options.ratio_overrides()
+    matched: dict[int, tuple[float, str]] = {}
+    for group, names in group_names(channels).items():
+        for pattern, ratio in overrides:
+            if any(irx.matching_pattern(name, (pattern,)) for name in names):
+                matched[group] = (ratio, pattern)
+                break
+    return matched
 
 
 def _dead_units(channels: ChannelGraph) -> np.ndarray:
@@ -97,17 +126,20 @@ class _Selection:
             self.floor.append(min(len(members), max(1, options.min_channels)))
             for unit in members.tolist():
                 self.constraints_of[unit].append(index)
+        self.overrides = override_ratios(channels, options)
         self.kept_all_because: dict[int, str] = {}
         for group, members in enumerate(self.group_units):
             if channels.unit_locked[members].all():
                 self.kept_all_because[group] = "locked: " + "; ".join(channels.lock_reasons(members))
-            elif options.ratio > 0 and len(members) <= options.min_channels:
+            elif self._ratio(group) > 0 and len(members) <= options.min_channels:
                 # Every tensor of the group is at its floor already: no ratio can take a channel from it.
                 self.kept_all_because[group] = self._floor_reason(len(members))
 
     def run(self) -> ChannelSelection:
         for unit in np.flatnonzero(self.dead & self.removable).tolist():
             self._try_remove(unit)
+        for group, (ratio, pattern) in self.overrides.items():
+            self._local(group, ratio, f"override '{pattern}': ratio={ratio}")
         if self.options.ratio == 0:
             self._decline_untouched("ratio is 0 and none of its channels is dead")
         elif self.options.global_ranking:
@@ -115,7 +147,8 @@ class _Selection:
             self._decline_untouched("global ranking: all its channels score above the global threshold")
         else:
             for group in range(self.channels.num_groups):
-                self._local(group)
+                if group not in self.overrides:
+                    self._local(group, self.options.ratio, f"ratio={self.options.ratio}")
         self._round_groups()
         return ChannelSelection(self.removed, self.dead, self._thresholds(), self.kept_all_because)
 
@@ -196,25 +229,30 @@ class _Selection:
             keep = min(size, math.ceil(keep / self.options.round_to) * self.options.round_to)
         return keep
 
-    def _local(self, group: int) -> None:
-        """The ratio of one group's channels, lowest scores first; says why when the group keeps them all."""
+    def _ratio(self, group: int) -> float:
+        return self.overrides[group][0] if group in self.overrides else self.options.ratio
+
+    def _local(self, group: int, ratio: float, why: str) -> None:
+        """``ratio`` of one group's channels, lowest scores first; says why (``why`` names the ratio) when the group keeps them all."""
         units = self.group_units[group]
         size = len(units)
-        wanted = size - math.floor(self.options.ratio * size + 1e-9)
+        wanted = size - math.floor(ratio * size + 1e-9)
         keep = self._keep_target(size, wanted)
         self._remove_lowest(units, size - keep - int(np.count_nonzero(self.removed[units])))
         if self.removed[units].any():
             return
         if keep < size:
             self._decline(group, self._floor_reason(size))
+        elif ratio == 0:
+            self._decline(group, f"{why} and none of its channels is dead")
         elif wanted == size:
-            self._decline(group, f"ratio={self.options.ratio} of its {size} channels is less than one channel")
+            self._decline(group, f"{why} of its {size} channels is less than one channel")
         else:
             self._decline(group, self._round_to_reason(size))
 
     def _global(self) -> None:
         """The ratio of all prunable channels, lowest (per-layer normalised) scores first, wherever they are."""
-        candidates = np.flatnonzero(self.removable)
+        candidates = np.flatnonzero(self.removable & ~np.isin(self.channels.group_of_unit, list(self.overrides)))
         self._remove_lowest(candidates, math.floor(self.options.ratio * len(candidates) + 1e-9) - int(np.count_nonzero(self.removed)))
 
     def _remove_lowest(self, units: np.ndarray, budget: int) -> None:

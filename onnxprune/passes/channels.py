@@ -31,6 +31,8 @@ Which channels go:
   or with ``global_ranking`` the lowest-scoring fraction of all prunable
   channels, scores being normalised per layer (see
   :mod:`onnxprune.importance`).  Dead channels count towards the ratio.
+* ``overrides``: ``GLOB=RATIO`` per group whose pruned layer (node or output
+  name) matches, in either mode; ``GLOB=keep`` leaves the group alone.
 * ``min_channels``: every tensor whose channels change keeps at least this
   many.  ``round_to``: a group that loses channels keeps a multiple of this
   many (rounded up, never above the original count), so onnxruntime's
@@ -104,6 +106,7 @@ def _greedy_steps(options: ChannelOptions, size: int) -> int:
     group may lose more than the ratio, so the search goes twice as far.
     """
     share = min(1.0, 2 * options.ratio) if options.global_ranking else options.ratio
+    share = max([share, *(ratio for _, ratio in options.ratio_overrides())])
     return min(size, math.ceil(share * size) + options.round_to)
 
 
