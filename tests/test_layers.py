@@ -20,6 +20,7 @@ from onnxprune.errors import InputError
 from onnxprune.options import LayerOptions
 from onnxprune.passes.base import PassReport
 from onnxprune.passes.layers import RANDOM_DRIFT_WARNING, RANDOM_INPUTS_WARNING, LayerBypassPass
+from tests import hostile_models as hm
 from tests.conftest import MODELS_DIR, SAMPLE_MODELS, run_onnx
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -452,6 +453,12 @@ def test_extra_used_output_is_declined():
     ]
     reason = _declined_untouched(_layer_model(nodes), "dropout")
     assert "'mask'" in reason
+
+
+def test_layer_with_a_quantized_weight_is_declined():
+    """Quantized parts are left intact: removing conv2 would drop its DequantizeLinear and int8 weight."""
+    reason = _declined_untouched(hm.qdq_weights_model(), "conv2")
+    assert reason == "Conv 'conv2' reads 'w2' from DequantizeLinear, which the bypass would leave unused; quantized parts are left intact"
 
 
 def test_layer_inside_a_bypassed_block_is_reported_as_removed_with_it():

@@ -17,7 +17,7 @@ candidates are found:
 Everything else the walk meets is declined with a reason a user can act on
 (a shape change, a downsample shortcut, a branch value used elsewhere, a
 graph output whose name could not be kept, a node inside a subgraph, a shape
-that could not be inferred).
+that could not be inferred, a quantized op or weight the bypass would remove).
 """
 
 from __future__ import annotations
@@ -67,6 +67,11 @@ LAYER_OPS = frozenset(WEIGHT_OPS.keys() - {"ConvTranspose"}) | frozenset(
     }
 )
 MERGE_OPS = frozenset({"Add", "Sum"})
+# Quantized parts are left intact, as the weight pass leaves quantized weights:
+# a bypass that would remove one of these ops, or a layer fed by one, is declined.
+QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+)
 
 # How many nodes back along a shortcut to look for the block input when
 # explaining why a merge has no identity shortcut (Conv, BN, and a spare).
@@ -185,6 +190,8 @@ def find_bypass_candidates(model: ir.Model, shapes: ShapeFacts | None = None) ->
             declined.append(Declined(bypass_name(node), reason, node, kind))
             continue
         found = _residual_candidate(node, graph, shapes, position) if kind == RESIDUAL else _layer_candidate(node, shapes)
+        if isinstance(found, Candidate):
+            found = _quantized_reason(found) or found
         if isinstance(found, str):
             declined.append(Declined(bypass_name(node), found, node, kind))
         else:
@@ -327,6 +334,28 @@ def _residual_candidate(node: ir.Node, graph: ir.Graph, shapes: ShapeFacts, posi
     if reason is not None:
         return reason
     return Candidate(RESIDUAL, node, skip, (*branch, node))
+
+
+def _quantized_reason(candidate: Candidate) -> str | None:
+    """Why the bypass would break a quantized part: it removes a quantized op, or a node that reads one's output.
+
+    The value that takes the candidate's place is exempt: it stays, and so
+    does whatever produces it.
+    """
+    members = set(candidate.nodes)
+    for node in candidate.nodes:
+        if node.op_type in QUANTIZED_OPS:
+            return f"it would remove the quantized op {irx.node_label(node)}; quantized parts are left intact"
+        for value in node.inputs:
+            if value is None or value is candidate.source:
+                continue
+            producer = value.producer()
+            if producer is not None and producer not in members and producer.op_type in QUANTIZED_OPS:
+                return (
+                    f"{irx.node_label(node)} reads '{value.name}' from {producer.op_type}, "
+                    "which the bypass would leave unused; quantized parts are left intact"
+                )
+    return None
 
 
 def _branch_shape_reason(branch_out: ir.Value, skip: ir.Value, shapes: ShapeFacts) -> str | None:
