@@ -19,7 +19,7 @@ from onnxprune.analysis.layer_candidates import find_bypass_candidates
 from onnxprune.errors import InputError
 from onnxprune.options import LayerOptions
 from onnxprune.passes.base import PassReport
-from onnxprune.passes.layers import RANDOM_DRIFT_WARNING, RANDOM_INPUTS_WARNING, LayerBypassPass
+from onnxprune.passes.layers import MIN_MACS_SHARE, RANDOM_DRIFT_WARNING, RANDOM_INPUTS_WARNING, LayerBypassPass
 from tests import hostile_models as hm
 from tests.conftest import MODELS_DIR, SAMPLE_MODELS, run_onnx
 
@@ -455,10 +455,13 @@ def test_extra_used_output_is_declined():
     assert "'mask'" in reason
 
 
-def test_layer_with_a_quantized_weight_is_declined():
+def test_layer_with_a_quantized_weight_is_declined_and_auto_leaves_the_model_alone():
     """Quantized parts are left intact: removing conv2 would drop its DequantizeLinear and int8 weight."""
-    reason = _declined_untouched(hm.qdq_weights_model(), "conv2")
+    model = hm.qdq_weights_model()
+    reason = _declined_untouched(model, "conv2")
     assert reason == "Conv 'conv2' reads 'w2' from DequantizeLinear, which the bypass would leave unused; quantized parts are left intact"
+    _, report, modified = _run_pass(model, auto=1, samples=1)
+    assert not modified and report.summary["stopped"] == "no remaining candidate saves 1% of the model's MACs"
 
 
 def test_layer_inside_a_bypassed_block_is_reported_as_removed_with_it():
@@ -546,13 +549,19 @@ def _relative_drift(model: onnx.ModelProto, original: onnx.ModelProto, feeds: li
     return worst
 
 
-def test_auto_on_resnet_mini_bypasses_the_least_harmful_blocks():
+def test_auto_on_resnet_mini_bypasses_the_blocks_with_least_drift_per_macs_saved():
     path = MODELS_DIR / "resnet_mini.onnx"
     original = onnx.load(path)
     specs = runtime.input_specs(irx.load(path))
     feeds = [runtime.random_inputs(specs, seed) for seed in range(2)]
     names = [c.name for c in find_bypass_candidates(irx.load(path))[0] if c.kind == "residual"]
-    solo = {name: _relative_drift(_run_pass(path, bypass=(name,))[0], original, feeds) for name in names}
+    solo_drift, solo_macs = {}, {}
+    for name in names:
+        bypassed, by_name, _ = _run_pass(path, bypass=(name,))
+        solo_drift[name] = _relative_drift(bypassed, original, feeds)
+        solo_macs[name] = by_name.changes[0]["macs_saved"]
+    total = by_name.summary["macs_before"]
+    solo_score = {name: solo_drift[name] / (solo_macs[name] / total) for name in names}
 
     pruned, report, modified = _run_pass(path, auto=2, kinds=("residual",), samples=2, seed=0)
 
@@ -560,9 +569,13 @@ def test_auto_on_resnet_mini_bypasses_the_least_harmful_blocks():
     assert modified and [change["kind"] for change in changes] == ["residual", "residual"]
     assert _ops(pruned).count("Add") == _ops(original).count("Add") - 2
     first, second = changes
-    assert first["name"] == min(solo, key=solo.get)
-    assert first["scores"] == pytest.approx(solo, rel=1e-6)
-    assert second["name"] == min(second["scores"], key=second["scores"].get)
+    assert first["name"] == min(solo_score, key=solo_score.get)
+    assert {name: facts["drift"] for name, facts in first["scores"].items()} == pytest.approx(solo_drift, rel=1e-6)
+    assert {name: facts["macs_saved"] for name, facts in first["scores"].items()} == solo_macs
+    assert {name: facts["score"] for name, facts in first["scores"].items()} == pytest.approx(solo_score, rel=1e-6)
+    assert first["score"] == pytest.approx(solo_score[first["name"]], rel=1e-6)
+    second_scores = {name: facts["score"] for name, facts in second["scores"].items()}
+    assert second["name"] == min(second_scores, key=second_scores.get)
     assert set(second["scores"]) == set(names) - {first["name"]}
     assert second["drift"] == pytest.approx(_relative_drift(pruned, original, feeds), rel=1e-6)
     assert first["macs_saved"] > 0 and second["params_saved"] > 0
@@ -594,14 +607,130 @@ def test_calibration_npz_is_used_without_the_random_input_warning():
     assert report.changes[0]["drift"] == pytest.approx(drift, rel=1e-6)
 
 
+def _model_with_free_activations() -> onnx.ModelProto:
+    """Stem conv, a wide Clip, a residual block, ReLU, a second ReLU, head conv.
+
+    The Clip (bounds far outside the values) and the ReLU of a ReLU change
+    nothing, so bypassing them costs no drift at all; they also save no MACs.
+    """
+    initializers: list = [
+        helper.make_tensor("lo", TensorProto.FLOAT, [], [-1e3]),
+        helper.make_tensor("hi", TensorProto.FLOAT, [], [1e3]),
+    ]
+    nodes = [
+        _conv("stem", "x", "h0", 1, initializers),
+        helper.make_node("Clip", ["h0", "lo", "hi"], ["h1"], name="wide_clip"),
+        _conv("b0_conv1", "h1", "b0_c1", 10, initializers),
+        helper.make_node("Relu", ["b0_c1"], ["b0_r"], name="b0_relu"),
+        _conv("b0_conv2", "b0_r", "b0_f", 11, initializers),
+        helper.make_node("Add", ["h1", "b0_f"], ["m0"], name="b0_merge"),
+        helper.make_node("Relu", ["m0"], ["a0"], name="b0_act"),
+        helper.make_node("Relu", ["a0"], ["a1"], name="relu_again"),
+        _conv("head", "a1", "y", 99, initializers),
+    ]
+    return _layer_model(nodes, initializers)
+
+
+def test_auto_never_bypasses_a_layer_that_saves_under_one_percent_of_the_macs():
+    model = _model_with_free_activations()
+    zero = "saves 0.00% of the model's MACs, under the 1% an automatic bypass must save"
+
+    pruned, report, modified = _run_pass(model, auto=2, samples=2)
+
+    assert modified and len(report.changes) == 2
+    activations = {"wide_clip", "b0_relu", "b0_act", "relu_again"}
+    assert not activations & {change["name"] for change in report.changes}
+    assert {"Clip", "Relu"} <= set(_ops(pruned))
+    for change in report.changes:
+        assert change["macs_saved"] >= MIN_MACS_SHARE * report.summary["macs_before"]
+        assert not activations & set(change["scores"]), "a candidate under the floor is not even scored"
+    skipped = {skip.target: skip.reason for skip in report.skipped}
+    assert {name: skipped.get(name) for name in activations} == dict.fromkeys(activations, zero)
+    # Asked for by name, the same activation is bypassed: the user chose it.
+    by_name, _, modified = _run_pass(model, bypass=("wide_clip",))
+    assert modified and "Clip" not in _ops(by_name)
+
+
+def test_auto_on_a_model_without_macs_bypasses_nothing_and_says_why():
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Sigmoid", ["r"], ["y"], name="sigmoid")]
+    _, report, modified = _run_pass(_layer_model(nodes), auto=2, samples=1)
+    assert not modified and report.changes == []
+    assert report.summary["stopped"] == "the model's MACs are unknown or 0, so no candidate saves a measurable share of them"
+    assert [(skip.target, skip.reason) for skip in report.skipped] == [
+        (name, "saves no measurable MACs: the model's MACs are unknown or 0, and an automatic bypass must save 1% of them")
+        for name in ("relu", "sigmoid")
+    ]
+
+
+def _cheap_and_costly_blocks_model() -> onnx.ModelProto:
+    """Two residual blocks: a 1x1 conv branch that saves few MACs, then two 3x3 convs that save 18 times as many.
+
+    The branch weights are scaled so that removing the costly block drifts
+    the outputs only a little more than removing the cheap one.
+    """
+    def scaled(name: str, seed: int, shape: tuple[int, ...], scale: float) -> onnx.TensorProto:
+        array = np.random.default_rng(seed).standard_normal(shape).astype(np.float32) * scale
+        return helper.make_tensor(name, TensorProto.FLOAT, shape, array.ravel())
+
+    initializers = [
+        scaled("cheap_w", 5, (CHANNELS, CHANNELS, 1, 1), 0.2),
+        scaled("costly1_w", 6, (CHANNELS, CHANNELS, 3, 3), 0.3),
+        scaled("costly2_w", 7, (CHANNELS, CHANNELS, 3, 3), 0.08),
+    ]
+    nodes = [
+        _conv("stem", "x", "h0", 1, initializers),
+        helper.make_node("Conv", ["h0", "cheap_w"], ["cheap_f"], name="cheap_conv"),
+        helper.make_node("Add", ["h0", "cheap_f"], ["h1"], name="cheap_block"),
+        helper.make_node("Conv", ["h1", "costly1_w"], ["costly_c"], name="costly_conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["costly_c"], ["costly_r"], name="costly_relu"),
+        helper.make_node("Conv", ["costly_r", "costly2_w"], ["costly_f"], name="costly_conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["h1", "costly_f"], ["h2"], name="costly_block"),
+        _conv("head", "h2", "y", 99, initializers),
+    ]
+    return _layer_model(nodes, initializers)
+
+
+def test_auto_prefers_a_little_more_drift_for_a_much_larger_macs_saving():
+    model = _cheap_and_costly_blocks_model()
+
+    _, report, _ = _run_pass(model, auto=1, kinds=("residual",), samples=2)
+
+    (change,) = report.changes
+    cheap, costly = change["scores"]["cheap_block"], change["scores"]["costly_block"]
+    # The premise: the costly block drifts more, by less than the factor it saves more.
+    assert cheap["drift"] < costly["drift"] < cheap["drift"] * costly["macs_saved"] / cheap["macs_saved"]
+    assert costly["macs_saved"] == 18 * cheap["macs_saved"]
+    assert change["name"] == "costly_block"
+    assert change["score"] == costly["score"] < cheap["score"]
+    total = report.summary["macs_before"]
+    assert costly["score"] == pytest.approx(costly["drift"] / (costly["macs_saved"] / total), rel=1e-9)
+
+
+def test_max_drift_caps_the_drift_even_when_a_better_score_lies_beyond_it():
+    model = _cheap_and_costly_blocks_model()
+    _, probe, _ = _run_pass(model, auto=1, kinds=("residual",), samples=2)
+    cheap, costly = probe.changes[0]["scores"]["cheap_block"], probe.changes[0]["scores"]["costly_block"]
+    cap = (cheap["drift"] + costly["drift"]) / 2
+
+    _, report, _ = _run_pass(model, max_drift=cap, kinds=("residual",), samples=2)
+
+    assert [change["name"] for change in report.changes] == ["cheap_block"]
+    assert report.changes[0]["drift"] <= cap
+    assert "would raise the drift" in report.summary["stopped"]
+
+
 @pytest.mark.parametrize("model_path", SAMPLE_MODELS, ids=[path.stem for path in SAMPLE_MODELS])
 def test_every_sample_model_stays_valid_and_runnable_after_auto_bypass(model_path):
     original = onnx.load(model_path)
     pruned, report, modified = _run_pass(model_path, auto=1, samples=1)
-    assert modified and len(report.changes) == 1
+    if model_path.stem == "convnet2":  # only its two ReLUs keep their shape, and they cost no MACs
+        assert not modified and report.summary["stopped"] == "no remaining candidate saves 1% of the model's MACs"
+    else:
+        assert modified and len(report.changes) == 1
+        assert report.changes[0]["macs_saved"] >= MIN_MACS_SHARE * report.summary["macs_before"]
+        assert len(pruned.graph.node) < len(original.graph.node)
     assert _interface(pruned) == _interface(original)
     specs = runtime.input_specs(irx.load(model_path))
     feeds = runtime.random_inputs(specs, 7)
     for got, want in zip(run_onnx(pruned, feeds), run_onnx(original, feeds), strict=True):
         assert got.shape == want.shape and got.dtype == want.dtype and np.all(np.isfinite(got))
-    assert len(pruned.graph.node) < len(original.graph.node)

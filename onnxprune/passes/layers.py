@@ -5,11 +5,19 @@ Which layers can go is decided by
 module chooses among them and performs the surgery.
 
 Selection is either by name (``bypass``: node names, output value names or
-globs) or automatic: every candidate is scored by the output drift of the
-model with it bypassed, on calibration inputs, and the least harmful one is
-bypassed; then all remaining candidates are re-scored on the changed model,
-because bypasses interact.  ``auto`` caps the number of bypasses,
-``max_drift`` caps the drift; both may be given together.
+globs) or automatic.  Automatic selection only weighs candidates whose bypass
+saves at least :data:`MIN_MACS_SHARE` of the MACs of the model being pruned:
+an activation or a normalisation costs next to nothing to run, so removing it
+buys no speed for the harm it does, and leaving such candidates unscored also
+saves their scoring time.  Each remaining candidate is scored by the output
+drift of the model with it bypassed, on calibration inputs, divided by the
+share of MACs it saves: the lowest drift per unit of speed wins, so a block
+that saves ten times the work may cost a little more drift than a cheap
+layer and still be the better choice.  After each bypass the remaining
+candidates are re-scored on the changed model, because bypasses interact.
+``auto`` caps the number of bypasses; ``max_drift`` caps the drift itself
+(only candidates that keep the drift within it are chosen from); both may be
+given together.
 
 Drift is the metric every score and every report line uses::
 
@@ -19,13 +27,15 @@ where ``Y_o`` stacks output ``o`` of the ORIGINAL model over all calibration
 inputs and ``Y'_o`` the same for the bypassed model (relative L2 error, 0 for
 an identical model).  Each change in the report carries the drift of the
 model right after that bypass, so the last one is the drift of the result;
-automatic selection also records the score of every candidate it weighed.
+automatic selection also records, for every candidate it weighed, its drift,
+the MACs it saves and its score.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,7 +52,8 @@ from onnxprune.analysis.layer_candidates import (
     matches_node,
     names_of,
 )
-from onnxprune.analysis.shapes import ShapeFacts
+from onnxprune.analysis.shapes import ShapeFacts, infer_shapes
+from onnxprune.analysis.weight_ops import weight_op
 from onnxprune.errors import InputError
 from onnxprune.options import LayerOptions
 from onnxprune.passes.base import PassReport, PruningPass, PruningResult
@@ -50,6 +61,8 @@ from onnxprune.progress import progress
 from onnxprune.reconstruct.capture import Feeds
 from onnxprune.reconstruct.refit import refit_changed_layers
 
+MIN_MACS_SHARE = 0.01
+"""The least share of the model's MACs an automatic bypass must save; a candidate under it is not even scored."""
 DRIFT_METRIC = "max over graph outputs of ||y' - y||_2 / ||y||_2 vs the original model, stacked over calibration inputs"
 RANDOM_INPUTS_WARNING = (
     "no calibration data given: candidates were ranked on generated random inputs; "
@@ -71,8 +84,9 @@ class LayerBypassPass(PruningPass):
        residual blocks first (a block swallows the layers inside it); a
        matched layer that cannot be bypassed is reported with its reason; a
        pattern matching nothing is an :class:`InputError`.
-    3. ``auto`` / ``max_drift``: greedy, re-scoring all remaining candidates
-       on the current model before each choice.
+    3. ``auto`` / ``max_drift``: greedy by drift per share of MACs saved,
+       re-scoring the remaining candidates on the current model before each
+       choice; candidates that save under :data:`MIN_MACS_SHARE` are skipped.
 
     Every declined candidate is recorded in the report's ``skipped``; every
     bypass in its ``changes`` with the MACs and parameters it saved and the
@@ -155,21 +169,25 @@ class LayerBypassPass(PruningPass):
         report.summary["drift"] = report.changes[-1]["drift"] if report.changes else 0.0
 
     def _bypass_automatically(self, run: _Run) -> None:
-        """Greedy: score every remaining candidate on the current model, bypass the least harmful, repeat."""
+        """Greedy: score every remaining candidate worth bypassing on the current model, bypass the best, repeat."""
         model, report = run.model, run.report
         feeds, warnings = (self.calibration, []) if self.calibration else _calibration_feeds(model, self.options)
         meter = DriftMeter(model, feeds)
+        savings = _Savings(model, run.original_cost.macs)
         limit = self.options.auto if self.options.auto is not None else math.inf
+        max_drift = self.options.max_drift if self.options.max_drift is not None else math.inf
         report.summary.update(
             mode="auto",
             auto=self.options.auto,
             max_drift=self.options.max_drift,
             kinds=list(self.options.kinds),
+            min_macs_share=MIN_MACS_SHARE,
             calibration_batches=len(feeds),
             warnings=warnings,
         )
         stopped = f"reached auto={self.options.auto}"
         drift = 0.0
+        too_small: set[str] = set()
         while len(report.changes) < limit:
             candidates, declined = run.candidates()
             if not report.changes:
@@ -178,23 +196,120 @@ class LayerBypassPass(PruningPass):
             if not pool:
                 stopped = "no bypass candidates left"
                 break
-            scores = []
-            with progress(f"scoring {len(pool)} bypass candidates (round {len(report.changes) + 1})", total=len(pool)) as advance:
-                for candidate in pool:
-                    scores.append(meter.drift(bypassed_copy(model, candidate)))
+            worth = []
+            for candidate in pool:
+                saved = savings.of(candidate)
+                if savings.share(saved) >= MIN_MACS_SHARE:
+                    worth.append((candidate, saved))
+                elif candidate.name not in too_small:
+                    too_small.add(candidate.name)
+                    report.skip(candidate.name, savings.too_small(saved))
+            if not worth:
+                stopped = savings.none_worth_it()
+                break
+            scored = []
+            with progress(f"scoring {len(worth)} bypass candidates (round {len(report.changes) + 1})", total=len(worth)) as advance:
+                for candidate, saved in worth:
+                    scored.append(_Scored(candidate, meter.drift(bypassed_copy(model, candidate)), saved, savings.share(saved)))
                     advance(1)
-            best_score, best = min(zip(scores, pool), key=lambda pair: (pair[0], pair[1].name))
-            if self.options.max_drift is not None and best_score > self.options.max_drift:
+            within = [entry for entry in scored if entry.drift <= max_drift]
+            if not within:
+                least = min(scored, key=lambda entry: (entry.drift, entry.candidate.name))
                 stopped = (
-                    f"the least harmful remaining candidate '{best.name}' would raise the drift to "
-                    f"{best_score:.4g} > max_drift={self.options.max_drift:g}"
+                    f"the least harmful remaining candidate '{least.candidate.name}' would raise the drift to "
+                    f"{least.drift:.4g} > max_drift={self.options.max_drift:g}"
                 )
                 break
-            change = run.apply(best)
-            change["drift"] = drift = best_score
+            best = min(within, key=_Scored.rank)
+            change = run.apply(best.candidate)
+            change["drift"] = drift = best.drift
+            change["score"] = best.score
             change["round"] = len(report.changes)
-            change["scores"] = {candidate.name: score for candidate, score in zip(pool, scores)}
+            change["scores"] = {entry.candidate.name: entry.facts() for entry in scored}
         report.summary.update(stopped=stopped, drift=drift)
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """One candidate weighed for automatic bypass: the drift of the model with it bypassed and the MACs it saves."""
+
+    candidate: Candidate
+    drift: float
+    macs_saved: int
+    share: float
+    """``macs_saved`` over the MACs of the model being pruned; at least :data:`MIN_MACS_SHARE`."""
+
+    @property
+    def score(self) -> float:
+        """Drift per share of MACs saved: what the greedy choice minimises."""
+        return self.drift / self.share
+
+    def rank(self) -> tuple[float, int, str]:
+        """Lowest score first; on a tie the larger saving, then the name, so the choice is deterministic."""
+        return self.score, -self.macs_saved, self.candidate.name
+
+    def facts(self) -> dict[str, float | int]:
+        """JSON-ready facts for the report."""
+        return {"drift": self.drift, "macs_saved": self.macs_saved, "score": self.score}
+
+
+class _Savings:
+    """MACs a bypass saves, counted per removed weight op on the model being pruned.
+
+    A bypass keeps every remaining value's shape, so the count each node got
+    before the first bypass stays true after later ones.  Producers removed
+    only because they fed a bypassed node (constant-folding leftovers) are
+    not counted.
+    """
+
+    def __init__(self, model: ir.Model, total: int) -> None:
+        self.total = total
+        self._macs = _macs_by_node(model)
+
+    def of(self, candidate: Candidate) -> int:
+        """MACs of the nodes the candidate's bypass removes."""
+        return sum(self._macs.get(node, 0) for node in candidate.nodes)
+
+    def share(self, macs: int) -> float:
+        """``macs`` as a share of the model's MACs; 0 when those are unknown or 0."""
+        return macs / self.total if self.total > 0 else 0.0
+
+    def too_small(self, macs: int) -> str:
+        """Why a candidate saving ``macs`` is left alone by automatic selection."""
+        if self.total <= 0:
+            return (
+                "saves no measurable MACs: the model's MACs are unknown or 0, "
+                f"and an automatic bypass must save {MIN_MACS_SHARE:.0%} of them"
+            )
+        # Rounded down, so a share just under the floor never prints as the floor itself.
+        percent = math.floor(self.share(macs) * 10_000) / 100
+        return f"saves {percent:.2f}% of the model's MACs, under the {MIN_MACS_SHARE:.0%} an automatic bypass must save"
+
+    def none_worth_it(self) -> str:
+        """Why automatic selection stops when every remaining candidate saves too little."""
+        if self.total <= 0:
+            return "the model's MACs are unknown or 0, so no candidate saves a measurable share of them"
+        return f"no remaining candidate saves {MIN_MACS_SHARE:.0%} of the model's MACs"
+
+
+def _macs_by_node(model: ir.Model) -> dict[ir.Node, int]:
+    """MACs of each weight op of the main graph, as :func:`model_cost` counts them (unknown: 0).
+
+    Counted on a shaped clone whose nodes map back by position; a symbolic
+    batch is taken as 1, as :func:`model_cost` does, so shares of its total
+    come out right.
+    """
+    shaped = model.clone()
+    for value in shaped.graph.inputs:
+        if value.shape is not None and len(value.shape) > 0 and not isinstance(value.shape[0], int):
+            value.shape = ir.Shape([1, *list(value.shape)[1:]])
+    infer_shapes(shaped)
+    counts: dict[ir.Node, int] = {}
+    for node, twin in zip(model.graph, shaped.graph, strict=True):
+        op = weight_op(twin)
+        if op is not None:
+            counts[node] = op.macs(twin) or 0
+    return counts
 
 
 class _Run:
