@@ -1,4 +1,4 @@
-"""Layer pruning: bypassed blocks and layers, declines with reasons, and drift-ranked automatic selection."""
+"""Layer pruning: bypassed blocks and layers, declines with reasons, and automatic selection by drift per MACs saved."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from onnxprune import runtime
 from onnxprune.analysis.layer_candidates import find_bypass_candidates
 from onnxprune.errors import InputError
 from onnxprune.options import LayerOptions
+from onnxprune.passes import layers
 from onnxprune.passes.base import PassReport
 from onnxprune.passes.layers import MIN_MACS_SHARE, RANDOM_DRIFT_WARNING, RANDOM_INPUTS_WARNING, LayerBypassPass
 from tests import hostile_models as hm
@@ -717,6 +718,25 @@ def test_max_drift_caps_the_drift_even_when_a_better_score_lies_beyond_it():
     assert [change["name"] for change in report.changes] == ["cheap_block"]
     assert report.changes[0]["drift"] <= cap
     assert "would raise the drift" in report.summary["stopped"]
+
+
+def test_after_a_bypass_only_the_likely_winners_are_measured_again_and_the_choice_stays(monkeypatch):
+    """Re-measuring only the best few (by their earlier score) picks what re-measuring every candidate picks, with fewer runs."""
+    model = chain_model([("Add", True, True)] * 30)
+    _, lazy, _ = _run_pass(model, auto=3, kinds=("residual",), samples=1)
+    rescore = layers.RESCORE
+    monkeypatch.setattr(layers, "RESCORE", 10**6)
+    _, full, _ = _run_pass(model, auto=3, kinds=("residual",), samples=1)
+
+    assert [change["name"] for change in lazy.changes] == [change["name"] for change in full.changes]
+    assert [len(change["scores"]) for change in full.changes] == [30, 29, 28]
+    assert full.summary["drift_measurements"] == 30 + 29 + 28
+    first, *later = lazy.changes
+    assert len(first["scores"]) == 30
+    assert all(rescore <= len(change["scores"]) < 28 for change in later)
+    assert lazy.summary["drift_measurements"] == sum(len(change["scores"]) for change in lazy.changes)
+    for change in lazy.changes:
+        assert change["drift"] == pytest.approx(full.changes[change["round"] - 1]["drift"], rel=1e-9)
 
 
 @pytest.mark.parametrize("model_path", SAMPLE_MODELS, ids=[path.stem for path in SAMPLE_MODELS])

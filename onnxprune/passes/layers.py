@@ -13,8 +13,12 @@ saves their scoring time.  Each remaining candidate is scored by the output
 drift of the model with it bypassed, on calibration inputs, divided by the
 share of MACs it saves: the lowest drift per unit of speed wins, so a block
 that saves ten times the work may cost a little more drift than a cheap
-layer and still be the better choice.  After each bypass the remaining
-candidates are re-scored on the changed model, because bypasses interact.
+layer and still be the better choice.  After each bypass candidates are
+scored again on the changed model, because bypasses interact: every new one,
+the :data:`RESCORE` best by their earlier score, and more while the
+best-ranked one's score dates from before the bypass (see
+:class:`_Scoreboard`), so a deep model is not measured once per candidate
+per bypass.
 ``auto`` caps the number of bypasses; ``max_drift`` caps the drift itself
 (only candidates that keep the drift within it are chosen from); both may be
 given together.
@@ -27,15 +31,15 @@ where ``Y_o`` stacks output ``o`` of the ORIGINAL model over all calibration
 inputs and ``Y'_o`` the same for the bypassed model (relative L2 error, 0 for
 an identical model).  Each change in the report carries the drift of the
 model right after that bypass, so the last one is the drift of the result;
-automatic selection also records, for every candidate it weighed, its drift,
-the MACs it saves and its score.
+automatic selection also records, for every candidate it measured before
+that bypass, its drift, the MACs it saves and its score.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -63,6 +67,8 @@ from onnxprune.reconstruct.refit import refit_changed_layers
 
 MIN_MACS_SHARE = 0.01
 """The least share of the model's MACs an automatic bypass must save; a candidate under it is not even scored."""
+RESCORE = 16
+"""After a bypass, how many of the best-ranked candidates are measured again before one is chosen (see :class:`_Scoreboard`)."""
 DRIFT_METRIC = "max over graph outputs of ||y' - y||_2 / ||y||_2 vs the original model, stacked over calibration inputs"
 RANDOM_INPUTS_WARNING = (
     "no calibration data given: candidates were ranked on generated random inputs; "
@@ -85,8 +91,8 @@ class LayerBypassPass(PruningPass):
        matched layer that cannot be bypassed is reported with its reason; a
        pattern matching nothing is an :class:`InputError`.
     3. ``auto`` / ``max_drift``: greedy by drift per share of MACs saved,
-       re-scoring the remaining candidates on the current model before each
-       choice; candidates that save under :data:`MIN_MACS_SHARE` are skipped.
+       choosing only on a score measured on the current model; candidates
+       that save under :data:`MIN_MACS_SHARE` are skipped.
 
     Every declined candidate is recorded in the report's ``skipped``; every
     bypass in its ``changes`` with the MACs and parameters it saved and the
@@ -169,11 +175,12 @@ class LayerBypassPass(PruningPass):
         report.summary["drift"] = report.changes[-1]["drift"] if report.changes else 0.0
 
     def _bypass_automatically(self, run: _Run) -> None:
-        """Greedy: score every remaining candidate worth bypassing on the current model, bypass the best, repeat."""
+        """Greedy: score the candidates worth bypassing on the current model, bypass the best, repeat."""
         model, report = run.model, run.report
         feeds, warnings = (self.calibration, []) if self.calibration else _calibration_feeds(model, self.options)
         meter = DriftMeter(model, feeds)
         savings = _Savings(model, run.original_cost.macs)
+        scoreboard = _Scoreboard(model, meter, savings)
         limit = self.options.auto if self.options.auto is not None else math.inf
         max_drift = self.options.max_drift if self.options.max_drift is not None else math.inf
         report.summary.update(
@@ -182,6 +189,7 @@ class LayerBypassPass(PruningPass):
             max_drift=self.options.max_drift,
             kinds=list(self.options.kinds),
             min_macs_share=MIN_MACS_SHARE,
+            rescore=RESCORE,
             calibration_batches=len(feeds),
             warnings=warnings,
         )
@@ -207,26 +215,20 @@ class LayerBypassPass(PruningPass):
             if not worth:
                 stopped = savings.none_worth_it()
                 break
-            scored = []
-            with progress(f"scoring {len(worth)} bypass candidates (round {len(report.changes) + 1})", total=len(worth)) as advance:
-                for candidate, saved in worth:
-                    scored.append(_Scored(candidate, meter.drift(bypassed_copy(model, candidate)), saved, savings.share(saved)))
-                    advance(1)
-            within = [entry for entry in scored if entry.drift <= max_drift]
-            if not within:
-                least = min(scored, key=lambda entry: (entry.drift, entry.candidate.name))
+            best, measured = scoreboard.choose(worth, drift, max_drift, f"round {len(report.changes) + 1}")
+            if best is None:
+                least = min(measured, key=lambda entry: (entry.drift, entry.candidate.name))
                 stopped = (
                     f"the least harmful remaining candidate '{least.candidate.name}' would raise the drift to "
                     f"{least.drift:.4g} > max_drift={self.options.max_drift:g}"
                 )
                 break
-            best = min(within, key=_Scored.rank)
             change = run.apply(best.candidate)
             change["drift"] = drift = best.drift
             change["score"] = best.score
             change["round"] = len(report.changes)
-            change["scores"] = {entry.candidate.name: entry.facts() for entry in scored}
-        report.summary.update(stopped=stopped, drift=drift)
+            change["scores"] = {entry.candidate.name: entry.facts() for entry in measured}
+        report.summary.update(stopped=stopped, drift=drift, drift_measurements=scoreboard.measurements)
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,83 @@ class _Scored:
     def facts(self) -> dict[str, float | int]:
         """JSON-ready facts for the report."""
         return {"drift": self.drift, "macs_saved": self.macs_saved, "score": self.score}
+
+
+_Key = tuple[ir.Node, ir.Value, tuple[ir.Node, ...]]
+
+
+class _Scoreboard:
+    """Drift measurements kept across rounds, so that after a bypass only the likely winners are measured again.
+
+    Measuring a candidate costs a copy of the model, an onnxruntime session
+    and a run over the calibration inputs; measuring every candidate again
+    after every bypass made the cost grow with the square of a deep model's
+    depth.  A measurement taken before the last bypass is stale, because
+    bypasses interact: it is carried forward as the drift it added to the
+    model of its time, on top of the drift of the model now.  Each round
+    every new candidate and the :data:`RESCORE` best-ranked stale ones are
+    measured on the current model, then more stale ones, best first, until
+    the best candidate within ``max_drift`` has a fresh measurement: a
+    candidate is only chosen on a fresh one, and before stopping because
+    none stays within ``max_drift``, all are measured afresh.  On the chains
+    of residual blocks of ``tools/bench_bypass_scoring.py`` this chooses
+    what measuring every candidate every round chooses.
+    """
+
+    def __init__(self, model: ir.Model, meter: DriftMeter, savings: _Savings) -> None:
+        self._model = model
+        self._meter = meter
+        self._savings = savings
+        self._measured: dict[_Key, tuple[_Scored, float]] = {}
+        """Each candidate's latest measurement, and the drift the model had when it was taken."""
+        self.measurements = 0
+
+    def choose(
+        self, worth: list[tuple[Candidate, int]], drift: float, max_drift: float, label: str
+    ) -> tuple[_Scored | None, list[_Scored]]:
+        """The best candidate freshly measured within ``max_drift`` (None when none is), and this round's measurements.
+
+        ``drift`` is the drift of the model as it is now.
+        """
+        pool = {_key(candidate): (candidate, saved) for candidate, saved in worth}
+        fresh: set[_Key] = set()
+
+        def current(key: _Key) -> _Scored:
+            entry, then = self._measured[key]
+            return entry if key in fresh else replace(entry, drift=max(entry.drift - then + drift, 0.0))
+
+        stale = sorted((key for key in pool if key in self._measured), key=lambda key: current(key).rank())
+        first = [key for key in pool if key not in self._measured] + stale[:RESCORE]
+        with progress(f"scoring {len(first)} bypass candidates ({label})", total=len(first)) as advance:
+            for key in first:
+                self._measure(key, *pool[key], drift)
+                fresh.add(key)
+                advance(1)
+        while True:
+            within = [key for key in pool if current(key).drift <= max_drift]
+            if within:
+                best = min(within, key=lambda key: current(key).rank())
+                if best in fresh:
+                    return current(best), [current(key) for key in pool if key in fresh]
+                pending = [best]
+            else:
+                pending = [key for key in pool if key not in fresh]
+                if not pending:
+                    return None, [current(key) for key in pool]
+            for key in pending:
+                self._measure(key, *pool[key], drift)
+                fresh.add(key)
+
+    def _measure(self, key: _Key, candidate: Candidate, saved: int, drift: float) -> None:
+        """Measure the candidate on the model as it is now, whose own drift is ``drift``."""
+        entry = _Scored(candidate, self._meter.drift(bypassed_copy(self._model, candidate)), saved, self._savings.share(saved))
+        self._measured[key] = entry, drift
+        self.measurements += 1
+
+
+def _key(candidate: Candidate) -> _Key:
+    """What identifies a candidate across rounds: the same nodes removed and the same value taking their place."""
+    return candidate.anchor, candidate.source, candidate.nodes
 
 
 class _Savings:
