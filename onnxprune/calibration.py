@@ -108,6 +108,15 @@ class CalibrationData:
         first = self.fit[0] if self.fit else self.held_out[0]
         return {name: tuple(int(dim) for dim in array.shape) for name, array in first.items()}
 
+    def shapes_of_one_sample(self, model: ir.Model) -> dict[str, tuple[int, ...]]:
+        """Per input, the data's shape with batch 1 where ``model`` declares a symbolic batch (for timing and MAC counts)."""
+        declared_batch = {value.name: value.shape[0] if value.shape else None for value in model.graph.inputs}
+        shapes = {}
+        for name, shape in self.shapes().items():
+            batch = declared_batch.get(name)
+            shapes[name] = shape if isinstance(batch, int) and batch >= 0 else (1, *shape[1:])
+        return shapes
+
 
 def _samples(batches: list[dict[str, np.ndarray]]) -> int:
     return sum(runtime.sample_count(batch) for batch in batches)

@@ -324,6 +324,47 @@ class WeightOptions(OptionFamily):
 
 
 @dataclass(frozen=True)
+class TargetOptions(OptionFamily):
+    """A target instead of a ratio: the channel cut that reaches it with the least drift (see :mod:`onnxprune.target`)."""
+
+    title: ClassVar[str] = "target mode"
+    label: ClassVar[str] = "target option '{}'"
+
+    speedup: float | None = option(
+        None, flag="target-speedup", help="cut channels until onnxruntime runs the model S times faster (measured, --threads)", minimum=1.0
+    )
+    macs: float | None = option(
+        None, flag="target-macs", help="cut channels until MACs are at most R times the original's", minimum=0.0, maximum=1.0, exclusive_maximum=True
+    )
+    params: float | None = option(
+        None, flag="target-params", help="cut channels until parameters are at most R times the original's", minimum=0.0, maximum=1.0, exclusive_maximum=True
+    )
+    jobs: int = option(1, flag="jobs", help="local processes that probe channel groups' sensitivity in parallel", minimum=1)
+    sensitivity_cache: str | None = option(
+        None, flag="sensitivity-cache", help="folder of cached sensitivity tables (default: $ONNXPRUNE_CACHE_DIR or ~/.cache/onnxprune)"
+    )
+
+    @classmethod
+    def check_together(cls, values: Mapping[str, Any], quoted: Callable[[str], str]) -> None:
+        """One target at a time: they would pull the search in different directions."""
+        given = [name for name in ("speedup", "macs", "params") if values.get(name) is not None]
+        if len(given) > 1:
+            raise InputError(f"target options {' and '.join(quoted(name) for name in given)} exclude each other: ask for one target")
+
+    def asked(self) -> tuple[str, float]:
+        """The target given, as (kind, value); kind is ``speedup``, ``macs`` or ``params``."""
+        for kind in ("speedup", "macs", "params"):
+            value = getattr(self, kind)
+            if value is not None:
+                return kind, float(value)
+        raise ValueError("no target given")
+
+    @property
+    def given(self) -> bool:
+        return any(value is not None for value in (self.speedup, self.macs, self.params))
+
+
+@dataclass(frozen=True)
 class TimingOptions(OptionFamily):
     """How the original and the pruned model are timed against each other."""
 
@@ -371,6 +412,7 @@ FAMILIES: tuple[type[OptionFamily], ...] = (
     StepOptions,
     LayerOptions,
     ChannelOptions,
+    TargetOptions,
     WeightOptions,
     ValidationOptions,
     TimingOptions,

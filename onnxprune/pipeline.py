@@ -28,16 +28,19 @@ from onnxprune.bench import Timing, benchmark
 from onnxprune.calibration import CalibrationData, load_calibration
 from onnxprune.config import PruneConfig
 from onnxprune.errors import InputError
+from onnxprune.executor import executor_for
 from onnxprune.gates import Gate, check_gate_inputs, evaluate_gates
-from onnxprune.options import ChannelOptions, LayerOptions, WeightOptions
+from onnxprune.options import ChannelOptions, LayerOptions, TargetOptions, TimingOptions, WeightOptions
 from onnxprune.passes.base import PruningPass
 from onnxprune.passes.channels import ChannelPruningPass, DeadChannelPass
 from onnxprune.passes.cleanup import CleanupPass
 from onnxprune.passes.layers import LayerBypassPass
 from onnxprune.passes.weights import WeightPruningPass
 from onnxprune.progress import progress, silenced
+from onnxprune.sensitivity import default_cache_dir, measure_sensitivity
 from onnxprune.simplify import simplify
 from onnxprune.sparse import compressed_size, to_sparse_initializers
+from onnxprune.target import TOLERANCE, TargetOutcome, reach_target
 from onnxprune.validate import InputSource, Validation, validate
 
 
@@ -79,7 +82,8 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
         source_path = Path(model)
         original = irx.load(source_path)
     calibration = _calibration(original, config, in_memory)
-    original_cost = model_cost(original, source_path)
+    cost_shapes = config.input_shapes() or (calibration.shapes_of_one_sample(original) if calibration is not None else {})
+    original_cost = model_cost(original, source_path, shapes=cost_shapes)
     candidate = irx.copy_model(original)
     steps: list[dict[str, Any]] = []
 
@@ -87,6 +91,9 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
         with progress("simplifying with onnxsim", quiet=quiet):
             candidate, warning = simplify(candidate)
         steps.append({"name": "simplify", "changes": [], "skipped": [], "summary": {"warning": warning} if warning else {"applied": True}})
+    target = None
+    if config.options(TargetOptions).given:
+        config, target = _aim_at_target(candidate, config, calibration, cost_shapes, quiet)
     # Each pass says what it did and whether it kept the function exact; only those answers count here.
     with silenced(quiet):
         results = [pruning_pass(candidate) for pruning_pass in _passes(config, calibration)]
@@ -94,7 +101,7 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
     lossy = any(not result.exact for result in results)
     finalize(candidate)
 
-    pruned_cost = model_cost(candidate)
+    pruned_cost = model_cost(candidate, shapes=cost_shapes)
     pruned_cost.file_bytes, pruned_compressed = serialized_sizes(candidate, config, compress=_prunes_weights(config))
     original_compressed = (
         compressed_size(source_path)
@@ -109,6 +116,10 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
     failures = [f"gate {gate.describe()}" for gate in gates if not gate.passed]
     if validation is not None:
         failures.extend(_validation_failures(validation, lossy))
+    target_record = None
+    if target is not None:
+        target_record = _target_record(target, macs_ratio, pruned_cost.params / original_cost.params if original_cost.params else 1.0, timings)
+        failures.extend(target_record["failures"])
     report = build_report(
         (original_cost, pruned_cost),
         (original_compressed, pruned_compressed),
@@ -120,6 +131,7 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
         lossy,
         failures,
         calibration=_calibration_record(calibration),
+        target=target_record,
     )
     return PruneResult(candidate, report, config, passed=not failures, failures=failures)
 
@@ -172,6 +184,7 @@ def build_report(
     lossy: bool,
     failures: list[str],
     calibration: dict[str, Any] | None = None,
+    target: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON report: costs before/after (original first), timing, drift, gates, what each pass did."""
     original, pruned = costs
@@ -194,6 +207,7 @@ def build_report(
         "macs_ratio": pruned.macs / original.macs if original.macs else 1.0,
         "lossy": lossy,
         "calibration": calibration,
+        "target": target,
         "validation": validation.to_dict() if validation else None,
         "gates": [gate.to_dict() for gate in gates],
         "passes": steps,
@@ -221,6 +235,39 @@ def _calibration(model: ir.Model, config: PruneConfig, in_memory: dict[str, Any]
             raise InputError("--labels needs --calibration: the labels belong to its samples")
         return None
     return load_calibration(data, model, labels=labels)
+
+
+def _aim_at_target(
+    candidate: ir.Model, config: PruneConfig, calibration: CalibrationData | None, shapes: dict[str, tuple[int, ...]], quiet: bool
+) -> tuple[PruneConfig, TargetOutcome]:
+    """The config with channel overrides that reach the target (the user's own overrides first, so they win)."""
+    targets = config.options(TargetOptions)
+    kind, _ = targets.asked()
+    if calibration is None or not calibration.held_out:
+        raise InputError(f"--target-{kind} measures what cutting each channel group costs on calibration data: give --calibration")
+    if config.channel_ratio or config.channel_global:
+        raise InputError(f"--target-{kind} chooses how many channels each group keeps: drop --channel-ratio/--channel-global")
+    channel_options = config.options(ChannelOptions)
+    table = measure_sensitivity(
+        candidate, channel_options, calibration, executor_for(targets.jobs), targets.sensitivity_cache or default_cache_dir(), quiet
+    )
+    outcome = reach_target(candidate, table, channel_options, targets, config.options(TimingOptions), shapes, quiet)
+    overrides = tuple(config.channel_override) + outcome.overrides()
+    return PruneConfig.from_mapping({**config.values, "channel_override": overrides}), outcome
+
+
+def _target_record(outcome: TargetOutcome, macs_ratio: float, params_ratio: float, timings: list[Timing] | None) -> dict[str, Any]:
+    """What was asked and what the written model reaches; a target missed beyond the tolerance is a failure."""
+    record = outcome.to_dict()
+    if outcome.kind == "speedup":
+        reached = timings[1].speedup if timings else outcome.reached
+        missed = reached < outcome.asked * (1 - TOLERANCE)
+    else:
+        reached = macs_ratio if outcome.kind == "macs" else params_ratio
+        missed = reached > outcome.asked * (1 + TOLERANCE)
+    record["reached"] = reached
+    record["failures"] = [f"target {outcome.kind} {outcome.asked:g} not reached: {reached:.3f}"] if missed or not outcome.met else []
+    return record
 
 
 def _calibration_record(calibration: CalibrationData | None) -> dict[str, Any] | None:
@@ -300,19 +347,6 @@ def _time(original: ir.Model, candidate: ir.Model, config: PruneConfig, calibrat
         warmup=config.warmup,
         threads=config.threads,
         seed=config.seed,
-        shapes=config.input_shapes() or _one_sample_shapes(original, calibration),
+        shapes=config.input_shapes() or (calibration.shapes_of_one_sample(original) if calibration is not None else {}),
         quiet=quiet,
     )
-
-
-def _one_sample_shapes(model: ir.Model, calibration: CalibrationData | None) -> dict[str, tuple[int, ...]]:
-    """Timing shapes for symbolic dims: the calibration data's, one sample at a time where the batch is symbolic."""
-    if calibration is None:
-        return {}
-    declared_batch = {value.name: value.shape[0] if value.shape else None for value in model.graph.inputs}
-    shapes = {}
-    for name, shape in calibration.shapes().items():
-        batch = declared_batch.get(name)
-        shapes[name] = shape if isinstance(batch, int) and batch >= 0 else (1, *shape[1:])
-    return shapes
-

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,17 @@ class Cost:
         return asdict(self)
 
 
-def model_cost(model: ir.Model, path: str | os.PathLike | None = None) -> Cost:
-    """Measure ``model``; ``path`` adds the size of the file it came from (with external data)."""
+def model_cost(model: ir.Model, path: str | os.PathLike | None = None, shapes: Mapping[str, Sequence[int]] | None = None) -> Cost:
+    """Measure ``model``; ``path`` adds the size of the file it came from (with external data).
+
+    ``shapes`` fixes the named inputs' dims (H and W of a model exported with
+    symbolic ones): shapes of intermediate values are then inferred afresh
+    from them, since the exporter's symbolic ones would otherwise be kept.
+    """
     # A clone: the batch is fixed and shapes inferred without touching ``model``.
     shaped = model.clone()
+    if shapes:
+        _fix_input_shapes(shaped, shapes)
     _fix_symbolic_batch(shaped)
     infer_shapes(shaped)
     histogram: Counter[str] = Counter()
@@ -77,6 +85,16 @@ def model_cost(model: ir.Model, path: str | os.PathLike | None = None) -> Cost:
         unknown_shape_nodes=unknown,
         file_bytes=file_size(path) if path is not None else None,
     )
+
+
+def _fix_input_shapes(model: ir.Model, shapes: Mapping[str, Sequence[int]]) -> None:
+    for value in model.graph.inputs:
+        if value.name is not None and value.name in shapes:
+            value.shape = ir.Shape(list(shapes[value.name]))
+    for node in irx.iter_nodes(model):
+        for output in node.outputs:
+            if not output.is_graph_output():
+                output.shape = None
 
 
 def _fix_symbolic_batch(model: ir.Model) -> None:

@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
 import onnx_ir as ir
 
 from onnxprune import ir as irx
@@ -77,26 +78,46 @@ __all__ = [
 ]
 
 
-def plan_channel_pruning(model: ir.Model, options: ChannelOptions, calibration: Sequence[Feeds] | None = None) -> ChannelPlan:
+def plan_channel_pruning(
+    model: ir.Model, options: ChannelOptions, calibration: Sequence[Feeds] | None = None, scores: np.ndarray | None = None
+) -> ChannelPlan:
     """Which channels go and every edit that removes them; the model is not changed.
 
     ``calibration`` batches are needed by the ``data`` importance (the
-    default, ``auto``, uses them when given).
+    default, ``auto``, uses them when given).  ``scores`` (one per unit, from
+    :func:`channel_scores` on a model of the same structure) skips scoring:
+    many plans for one model then share one scoring run.
     """
     channels = discover_channel_groups(model, options.exclude)
-    criterion = options.importance
-    if criterion == "auto":
-        criterion = "data" if calibration else "l1"
-    if criterion == "data" and not calibration:
-        raise InputError("importance 'data' scores channels on calibration data: give --calibration")
-    scores = None
-    if criterion == "data" and calibration:
+    criterion = resolved_importance(options, calibration)
+    if scores is not None:
+        if len(scores) != channels.num_units:
+            raise ValueError(f"{len(scores)} precomputed scores for {channels.num_units} channel units: scored on another model")
+    elif criterion == "data" and calibration:
         scores = data_unit_scores(model, channels, calibration, unit_scores(channels, "l1"), partial(_greedy_steps, options))
     selection = select_channels(channels, dataclasses.replace(options, importance=criterion) if scores is None else options, scores)
     edits = compute_edits(channels, selection.removed)
     groups = group_plans(channels, selection)
     skipped = unchanged_weight_layers(model, channels, edits.tensors, groups)
     return ChannelPlan(edits.tensors, edits.attributes, edits.cleared, edits.removed_positions, groups, skipped, channels, selection.removed, criterion)
+
+
+def resolved_importance(options: ChannelOptions, calibration: Sequence[Feeds] | None) -> str:
+    """The criterion ``options`` ask for, ``auto`` resolved: ``data`` with calibration data, else ``l1``."""
+    criterion = options.importance
+    if criterion == "auto":
+        criterion = "data" if calibration else "l1"
+    if criterion == "data" and not calibration:
+        raise InputError("importance 'data' scores channels on calibration data: give --calibration")
+    return criterion
+
+
+def channel_scores(model: ir.Model, options: ChannelOptions, calibration: Sequence[Feeds] | None) -> np.ndarray | None:
+    """The data-driven unit scores ``options`` would compute for ``model``, or None when they use a filter criterion."""
+    if resolved_importance(options, calibration) != "data" or not calibration:
+        return None
+    channels = discover_channel_groups(model, options.exclude)
+    return data_unit_scores(model, channels, calibration, unit_scores(channels, "l1"), partial(_greedy_steps, options))
 
 
 def _greedy_steps(options: ChannelOptions, size: int) -> int:
@@ -122,13 +143,25 @@ class ChannelPruningPass(PruningPass):
 
     name = "channels"
 
-    def __init__(self, options: ChannelOptions | None = None, calibration: Sequence[Feeds] | None = None) -> None:
+    def __init__(
+        self,
+        options: ChannelOptions | None = None,
+        calibration: Sequence[Feeds] | None = None,
+        scores: np.ndarray | None = None,
+        quick_refit: bool = False,
+    ) -> None:
+        """``scores``: precomputed (see :func:`channel_scores`); ``quick_refit``: refit only the layers whose weights the plan edits (an estimate)."""
         super().__init__()
         self.options = options or ChannelOptions()
         self.calibration = calibration
+        self.scores = scores
+        self.quick_refit = quick_refit
 
     def call(self, model: ir.Model) -> ChannelResult:
-        return _prune_channels(model, self.options, self.name, always_exact=False, calibration=self.calibration, refit=self.options.reconstruct)
+        refit = self.options.reconstruct
+        return _prune_channels(
+            model, self.options, self.name, always_exact=False, calibration=self.calibration, refit=refit, scores=self.scores, quick_refit=self.quick_refit
+        )
 
 
 class DeadChannelPass(PruningPass):
@@ -156,6 +189,8 @@ def _prune_channels(
     always_exact: bool,
     calibration: Sequence[Feeds] | None = None,
     refit: bool = False,
+    scores: np.ndarray | None = None,
+    quick_refit: bool = False,
 ) -> ChannelResult:
     """Plan, check on a copy, apply, then (``refit``) refit on the ``calibration`` batches.
 
@@ -163,7 +198,7 @@ def _prune_channels(
     """
     report = PassReport(name)
     try:
-        plan = plan_channel_pruning(model, options, calibration)
+        plan = plan_channel_pruning(model, options, calibration, scores)
         irx.evict_model_pages(model)
         before = model_cost(model) if plan.changes_anything else None
         original = model.clone() if refit and calibration and plan.changes_anything else None
@@ -175,7 +210,7 @@ def _prune_channels(
         return ChannelResult(model, False, report, exact=True, plan=None)
     refit_report = None
     if original is not None and calibration:
-        refit_report = refit_changed_layers(original, model, original_node, plan.edited_nodes(), calibration, plan.kept_outputs())
+        refit_report = refit_changed_layers(original, model, original_node, plan.edited_nodes(), calibration, plan.kept_outputs(), edited_only=quick_refit)
     fill_report(report, plan, options, None if before is None else (before, model_cost(model)))
     if refit_report is not None:
         refit_report.add_to(report)

@@ -76,6 +76,7 @@ def refit_changed_layers(
     kept_outputs: dict[ir.Node, np.ndarray] | None = None,
     rewired: set[ir.Node] | None = None,
     seed: int = 0,
+    edited_only: bool = False,
 ) -> RefitReport:
     """Refit, in ``pruned``, every layer downstream of the ``edited`` nodes.
 
@@ -84,7 +85,9 @@ def refit_changed_layers(
     the original's it kept (a layer missing there is refit only when it kept
     them all).  ``rewired`` nodes read a different value than in the
     original (the consumers of a bypassed block): they are refit themselves
-    and count as edited.
+    and count as edited.  ``edited_only`` refits only layers among ``edited``
+    (a quick estimate: those read the pruned channels and repair most of
+    the damage; the layers after them only correct what they left).
     """
     batches = in_chunks(pruned, batches)
     report = RefitReport(batches=len(batches))
@@ -92,11 +95,17 @@ def refit_changed_layers(
     targets = _targets(pruned, original_node, edited | rewired, kept_outputs or {}, rewired, report)
     if not targets or not batches:
         return report
+    if edited_only:
+        targets = [target for target in targets if target.layer.node in edited]
+        if not targets:
+            return report
     report.waves = max(target.wave for target in targets) + 1
     rng = np.random.default_rng(seed)
     with progress(f"refitting {len(targets)} layer(s) in {report.waves} wave(s) on {len(batches)} batch(es)", total=report.waves) as advance:
         for wave in range(report.waves):
-            _refit_wave([target for target in targets if target.wave == wave], original, pruned, batches, rng, report)
+            wave_targets = [target for target in targets if target.wave == wave]
+            if wave_targets:
+                _refit_wave(wave_targets, original, pruned, batches, rng, report)
             advance(1)
     return report
 

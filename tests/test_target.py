@@ -1,0 +1,170 @@
+"""Target mode: sensitivity probes, the allocation path, and runs that reach a MAC, parameter or speed target.
+
+The trained digits CNN and its shipped train-split calibration data stand in
+for a real model: random weights would make every group look alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import onnxprune
+from onnxprune import sensitivity
+from onnxprune.allocation import Allocation, allocation_path
+from onnxprune.calibration import load_calibration
+from onnxprune.cli import main
+from onnxprune.errors import InputError
+from onnxprune.executor import LocalProcesses
+from onnxprune.options import ChannelOptions, TargetOptions
+from onnxprune.sensitivity import GroupSensitivity, Level, SensitivityTable, measure_sensitivity
+from tests.conftest import MODELS_DIR
+
+MODEL = MODELS_DIR / "digits_cnn.onnx"
+CALIBRATION = MODELS_DIR / "digits_calibration.npz"
+OPTIONS = ChannelOptions(round_to=8)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One sensitivity cache for the module: the target runs below (simplify off, round_to=8) reuse the table's probes."""
+    return str(tmp_path_factory.mktemp("sensitivity"))
+
+
+@pytest.fixture(scope="module")
+def table(cache: str) -> SensitivityTable:
+    model = onnxprune.load(MODEL)
+    return measure_sensitivity(model, OPTIONS, load_calibration(str(CALIBRATION), model), cache_dir=cache, quiet=True)
+
+
+def test_sensitivity_probes_every_prunable_group_at_rounded_levels(table: SensitivityTable) -> None:
+    assert [group.name for group in table.groups] == ["/conv1/Conv", "/conv2/Conv", "/conv3/Conv", "/fc1/Gemm"]
+    for group in table.groups:
+        keeps = [level.keep for level in group.levels]
+        assert keeps == sorted(set(keeps), reverse=True) and all(keep % 8 == 0 and keep < group.channels for keep in keeps)
+        assert all(level.macs_saved > 0 and level.drift >= 0 for level in group.levels)
+        assert [level.macs_saved for level in group.levels] == sorted(level.macs_saved for level in group.levels)
+    # conv3 feeds the classifier: a deep cut there costs far more than the same cut of conv2.
+    conv2, conv3 = table.groups[1].levels[-1], table.groups[2].levels[-1]
+    assert conv3.drift > 3 * conv2.drift
+
+
+def test_sensitivity_is_cached_and_the_cache_is_keyed_by_the_options(cache: str, table: SensitivityTable) -> None:
+    model = onnxprune.load(MODEL)
+    calibration = load_calibration(str(CALIBRATION), model)
+    again = measure_sensitivity(model, OPTIONS, calibration, cache_dir=cache, quiet=True)
+    assert (table.cached, again.cached) == (False, True)
+    assert again.to_dict() == table.to_dict()
+    with np.load(CALIBRATION) as arrays:
+        fewer = load_calibration({name: arrays[name][:128] for name in arrays.files}, model)
+    keys = {
+        sensitivity._cache_file(model, OPTIONS, calibration, cache),
+        sensitivity._cache_file(model, dataclasses.replace(OPTIONS, min_channels=2), calibration, cache),
+        sensitivity._cache_file(model, OPTIONS, fewer, cache),
+    }
+    assert len(keys) == 3
+
+
+def test_sensitivity_in_worker_processes_matches_in_process(table: SensitivityTable) -> None:
+    model = onnxprune.load(MODEL)
+    parallel = measure_sensitivity(model, OPTIONS, load_calibration(str(CALIBRATION), model), executor=LocalProcesses(2), quiet=True)
+    assert parallel.to_dict() == table.to_dict()
+
+
+def _group(name: str, *levels: tuple[int, float, int]) -> GroupSensitivity:
+    return GroupSensitivity(name, [name], 64, [Level(keep, (64 - keep) / 64, drift, saved, saved) for keep, drift, saved in levels])
+
+
+def test_allocation_takes_the_least_drift_per_mac_first_and_may_jump_a_level() -> None:
+    table = SensitivityTable(
+        groups=[
+            _group("a", (48, 0.10, 100), (32, 0.30, 200)),
+            _group("b", (48, 0.02, 100), (32, 0.03, 400)),  # its second level is cheaper per MAC than its first
+        ],
+        macs=1000,
+        params=1000,
+        shapes={},
+        samples={},
+        importance="data",
+    )
+    path = allocation_path(table)
+    assert [{name: level.keep for name, level in step.levels.items()} for step in path] == [{}, {"b": 32}, {"b": 32, "a": 48}, {"b": 32, "a": 32}]
+    assert [step.saved("macs") for step in path] == [0, 400, 500, 600]
+    assert path[1].predicted_drift == pytest.approx(0.03)
+
+
+def test_allocation_overrides_name_exactly_one_layer_each() -> None:
+    allocation = Allocation({"/layer[1]/Conv": Level(32, 0.5, 0.1, 1, 1)})
+    assert allocation.overrides() == ("/layer[[]1]/Conv=0.5",)
+
+
+def test_target_macs_lands_within_three_percent(tmp_path: Path) -> None:
+    """round_to=1: on this small model one 8-channel step of conv2 alone is 12% of the MACs."""
+    result = onnxprune.prune(
+        MODEL, target_macs=0.5, calibration=str(CALIBRATION), round_to=1, sensitivity_cache=str(tmp_path), bench=False, quiet=True
+    )
+    target = result.report["target"]
+    assert result.passed, result.failures
+    assert 0.5 * 0.97 <= target["reached"] <= 0.5 * 1.03
+    assert target["reached"] == pytest.approx(result.report["macs_ratio"])
+    assert target["allocation"]["groups"] and set(target["allocation"]["groups"]) <= {"/conv1/Conv", "/conv2/Conv", "/conv3/Conv", "/fc1/Gemm"}
+
+
+def test_target_params_is_reached(cache: str, table: SensitivityTable) -> None:
+    result = onnxprune.prune(
+        MODEL, target_params=0.6, calibration=str(CALIBRATION), round_to=8, simplify=False, sensitivity_cache=cache, bench=False, quiet=True
+    )
+    assert result.report["target"]["met_in_search"]
+    assert result.passed and result.report["target"]["reached"] <= 0.6 * 1.03
+    original, pruned = result.report["original"]["params"], result.report["pruned"]["params"]
+    assert pruned / original == pytest.approx(result.report["target"]["reached"])
+
+
+def test_user_override_is_kept_in_target_mode(cache: str) -> None:
+    result = onnxprune.prune(
+        MODEL,
+        target_macs=0.6,
+        channel_override=("/conv3/Conv=keep",),
+        calibration=str(CALIBRATION),
+        round_to=8,
+        simplify=False,
+        sensitivity_cache=cache,
+        bench=False,
+        quiet=True,
+    )
+    groups = next(step for step in result.report["passes"] if step["name"] == "channels")["summary"]["groups"]
+    conv3 = next(group for group in groups if group["sources"] == ["/conv3/Conv"])
+    assert conv3["channels_after"] == conv3["channels_before"]
+    assert "/conv3/Conv" not in result.report["target"]["allocation"]["groups"]
+
+
+def test_unreachable_target_fails_and_writes_nothing(tmp_path: Path, cache: str, table: SensitivityTable) -> None:
+    output = tmp_path / "out.onnx"
+    argv = ["prune", str(MODEL), "-o", str(output), "--target-macs", "0.01", "--calibration", str(CALIBRATION), "--round-to", "8"]
+    argv += ["--no-simplify", "--sensitivity-cache", cache, "--no-bench", "--json", "--report", str(tmp_path / "r.json")]
+    assert main(argv) == 1
+    assert not output.exists()
+    failures = json.loads((tmp_path / "r.json").read_text())["failures"]
+    assert any(failure.startswith("target macs 0.01 not reached") for failure in failures)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"target_macs": 0.5}, "give --calibration"),
+        ({"target_macs": 0.5, "calibration": str(CALIBRATION), "channel_ratio": 0.5}, "drop --channel-ratio"),
+        ({"target_macs": 0.5, "target_speedup": 2.0}, "exclude each other"),
+    ],
+)
+def test_target_refuses_what_it_cannot_honour(options: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        onnxprune.prune(MODEL, bench=False, quiet=True, **options)
+
+
+def test_target_options_say_which_target_was_asked() -> None:
+    assert TargetOptions(speedup=1.5).asked() == ("speedup", 1.5)
+    assert not TargetOptions().given
