@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rich.console import Console
 
@@ -21,11 +21,27 @@ from onnxprune import __version__
 from onnxprune import ir as irx
 from onnxprune.analysis.cost import model_cost
 from onnxprune.bench import benchmark
+from onnxprune.calibration import load_calibration
 from onnxprune.config import COMMAND_LINE, OPTIONS, PruneConfig, load_config_file
 from onnxprune.errors import InputError, OnnxPruneError, first_line
+from onnxprune.executor import executor_for
 from onnxprune.option_spec import Option, OptionFamily
+from onnxprune.options import ChannelOptions, TargetOptions
 from onnxprune.pipeline import prune
-from onnxprune.report import inspect_data, print_json, render_bench, render_inspect, render_prune, render_validation, write_json
+from onnxprune.plots import plot_sensitivity, plot_tradeoff
+from onnxprune.report import (
+    inspect_data,
+    print_json,
+    render_bench,
+    render_inspect,
+    render_prune,
+    render_sensitivity,
+    render_validation,
+    write_json,
+)
+from onnxprune.sensitivity import default_cache_dir, measure_sensitivity
+from onnxprune.simplify import simplify
+from onnxprune.tradeoff import tradeoff_curve
 from onnxprune.validate import InputSource, validate
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -96,7 +112,20 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_options(pruning, [option.flag for option in OPTIONS])
     pruning.set_defaults(handler=_prune)
 
-    for sub in (inspect, check, timing, pruning):
+    sensitivity = commands.add_parser(
+        "sensitivity", help="what cutting each channel group costs (drift on held-out calibration data) and saves (MACs)"
+    )
+    sensitivity.add_argument("model")
+    sensitivity.add_argument("-o", "--output", help="write the table (and curve) as JSON here")
+    sensitivity.add_argument("--plot-dir", help="draw sensitivity.png (and tradeoff.png with --curve) in this folder")
+    sensitivity.add_argument(
+        "--curve", action="store_true", help="also prune at uniform ratios 0.25/0.5/0.75 and allocated plans of the same MACs, and time them"
+    )
+    sensitivity.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    _add_options(sensitivity, SENSITIVITY_FLAGS)
+    sensitivity.set_defaults(handler=_sensitivity)
+
+    for sub in (inspect, check, timing, pruning, sensitivity):
         sub.add_argument("-v", "--verbose", action="store_true", help="show details (tracebacks) on errors")
     return parser
 
@@ -148,6 +177,45 @@ def _validate(arguments: argparse.Namespace, console: Console) -> int:
     else:
         render_validation(console, result)
     return EXIT_OK if result.passed else EXIT_FAILED
+
+
+SENSITIVITY_FLAGS = (
+    "calibration", "labels", "input-shape", "simplify", "round-to", "min-channels", "channel-exclude", "channel-override",
+    "importance", "reconstruct", "jobs", "sensitivity-cache", "runs", "warmup", "threads",
+)  # fmt: skip
+
+
+def _sensitivity(arguments: argparse.Namespace, console: Console) -> int:
+    config = _command_line_config(arguments, PruneConfig())
+    if config.calibration is None:
+        raise InputError("sensitivity is measured on calibration data: give --calibration")
+    if arguments.plot_dir:
+        Path(arguments.plot_dir).mkdir(parents=True, exist_ok=True)
+    if arguments.output:
+        irx.check_output_directory(Path(arguments.output))
+    original = irx.load(arguments.model)
+    model = simplify(irx.copy_model(original))[0] if config.simplify else original
+    calibration = load_calibration(config.calibration, model, labels=config.labels)
+    targets = config.options(TargetOptions)
+    table = measure_sensitivity(
+        model, config.options(ChannelOptions), calibration, executor_for(targets.jobs), targets.sensitivity_cache or default_cache_dir(), arguments.json
+    )
+    data: dict[str, Any] = {"model": arguments.model, "sensitivity": table.to_dict(), "cached": table.cached}
+    if arguments.curve:
+        data["curve"] = tradeoff_curve(arguments.model, original, config, calibration, quiet=arguments.json)
+    if arguments.plot_dir:
+        plot_sensitivity(data["sensitivity"], Path(arguments.plot_dir) / "sensitivity.png", title=f"{Path(arguments.model).name}: drift per channel group")
+        if arguments.curve:
+            curve = data["curve"]
+            points = {kind: [(point["speedup"], point[curve["metric"]]) for point in curve[kind]] for kind in ("uniform", "allocated")}
+            plot_tradeoff(points, None, Path(arguments.plot_dir) / "tradeoff.png", f"{Path(arguments.model).name}: quality vs speedup", curve["metric"])
+    if arguments.output:
+        write_json(data, arguments.output)
+    if arguments.json:
+        print_json(console, data)
+    else:
+        render_sensitivity(console, data)
+    return EXIT_OK
 
 
 def _bench(arguments: argparse.Namespace, console: Console) -> int:

@@ -150,12 +150,45 @@ def render_prune(console: Console, report: dict[str, Any]) -> None:
             f"[bold]calibration[/]: {escape(calibration['source'])}: tuned on {calibration['fit_samples']} samples, "
             f"{calibration['held_out_samples']} held out{'; ' + escape('; '.join(calibration['notes'])) if calibration['notes'] else ''}"
         )
+    target = report.get("target")
+    if target is not None:
+        groups = target["allocation"]["groups"]
+        cuts = ", ".join(f"{escape(name)} keeps {group['keep']}" for name, group in groups.items()) or "nothing cut"
+        console.print(
+            f"[bold]target[/]: {target['kind']} {target['asked']:g} asked, {target['reached']:.3f} reached "
+            f"({len(target['searched'])} allocation(s) measured); {cuts}"
+        )
     render_passes(console, report["passes"])
     for gate in report["gates"]:
         verdict = "[green]passed[/]" if gate["passed"] else f"[red]FAILED by {abs(gate['margin']):.6g}[/]"
         console.print(f"gate {gate['name']}: {gate['value']:.6g} (limit {gate['limit']:.6g}) {verdict}")
     for failure in report.get("failures", []):
         console.print(f"[red]{escape(failure)}[/]")
+
+
+def render_sensitivity(console: Console, data: dict[str, Any]) -> None:
+    """Per group and cut level: channels kept, drift, MACs saved; then the curve when measured."""
+    table_data = data["sensitivity"]
+    table = Table(title=f"onnxprune sensitivity: {escape(data['model'])}{' (cached)' if data['cached'] else ''}")
+    for column in ("group", "channels", "keep", "drift", "MACs saved"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+    for group in table_data["groups"]:
+        for index, level in enumerate(group["levels"]):
+            share = level["macs_saved"] / table_data["macs"] if table_data["macs"] else 0.0
+            name, channels = (escape(group["name"]), str(group["channels"])) if index == 0 else ("", "")
+            table.add_row(name, channels, str(level["keep"]), f"{level['drift']:.4g}", f"{share:.1%}")
+    console.print(table)
+    console.print(f"drift: {escape(table_data['metric'])} ({table_data['samples']['held_out']} samples); importance {table_data['importance']}")
+    curve = data.get("curve")
+    if curve is not None:
+        metric = curve["metric"]
+        for kind in ("uniform", "allocated"):
+            for point in curve[kind]:
+                quality = point[metric]
+                console.print(
+                    f"{kind} (ratio {point['ratio']}): MACs {point['macs_ratio']:.3f}, speedup {point['speedup']:.2f}x, "
+                    f"{metric} {'n/a' if quality is None else f'{quality:.4f}'}"
+                )
 
 
 def render_passes(console: Console, passes: list[dict[str, Any]]) -> None:

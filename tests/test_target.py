@@ -18,10 +18,12 @@ from onnxprune import sensitivity
 from onnxprune.allocation import Allocation, allocation_path
 from onnxprune.calibration import load_calibration
 from onnxprune.cli import main
+from onnxprune.config import PruneConfig
 from onnxprune.errors import InputError
 from onnxprune.executor import LocalProcesses
 from onnxprune.options import ChannelOptions, TargetOptions
 from onnxprune.sensitivity import GroupSensitivity, Level, SensitivityTable, measure_sensitivity
+from onnxprune.tradeoff import tradeoff_curve
 from tests.conftest import MODELS_DIR
 
 MODEL = MODELS_DIR / "digits_cnn.onnx"
@@ -168,3 +170,29 @@ def test_target_refuses_what_it_cannot_honour(options: dict[str, object], messag
 def test_target_options_say_which_target_was_asked() -> None:
     assert TargetOptions(speedup=1.5).asked() == ("speedup", 1.5)
     assert not TargetOptions().given
+
+
+def test_sensitivity_command_prints_writes_json_and_draws(tmp_path: Path, cache: str, table: SensitivityTable, capsys: pytest.CaptureFixture[str]) -> None:
+    output, plots = tmp_path / "table.json", tmp_path / "plots"
+    argv = ["sensitivity", str(MODEL), "--calibration", str(CALIBRATION), "--round-to", "8", "--no-simplify", "--sensitivity-cache", cache]
+    assert main([*argv, "-o", str(output), "--plot-dir", str(plots)]) == 0
+    written = json.loads(output.read_text())
+    assert written["sensitivity"] == table.to_dict() and written["cached"] is True
+    assert (plots / "sensitivity.png").read_bytes().startswith(b"\x89PNG")
+    printed = capsys.readouterr().out
+    assert "/conv3/Conv" in printed and "MACs saved" in printed
+
+
+def test_sensitivity_command_without_calibration_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sensitivity", str(MODEL)]) == 2
+    assert capsys.readouterr().err.strip() == "onnxprune: error: sensitivity is measured on calibration data: give --calibration"
+
+
+def test_tradeoff_curve_times_a_uniform_and_an_allocated_model_of_the_same_macs(cache: str, table: SensitivityTable) -> None:
+    config = PruneConfig.from_mapping({"calibration": str(CALIBRATION), "round_to": 8, "simplify": False, "sensitivity_cache": cache, "runs": 5})
+    original = onnxprune.load(MODEL)
+    curve = tradeoff_curve(MODEL, original, config, load_calibration(str(CALIBRATION), original), ratios=(0.5,), quiet=True)
+    (uniform,), (allocated,) = curve["uniform"], curve["allocated"]
+    assert curve["metric"] == "min_cosine"
+    assert allocated["macs_ratio"] <= uniform["macs_ratio"] * 1.03
+    assert all(point["speedup"] > 0 and 0.9 < point["min_cosine"] <= 1.0 and point["passed"] for point in (uniform, allocated))

@@ -1,0 +1,154 @@
+"""Target mode against uniform ratios on the labeled models: accuracy at equal measured speedup.
+
+    python tools/bench_target.py [tasks...] [--speedups 1.5 2.0] [--ratios 0.15 0.25 0.35 0.5] [--jobs 2]
+
+For each task of ``tools/eval_tasks.py`` (build them first; ``bash tools/setup_bench.sh``):
+
+- **uniform**: ``channel_ratio=r`` for every ratio, data-driven selection and refit on the task's calibration data;
+- **target**: ``target_speedup=s`` for every speedup (per-group cuts from the sensitivity table, see
+  ``onnxprune/target.py``), same calibration data, same defaults otherwise.
+
+All pruned models of a task and the original are then timed together by
+``onnxprune.benchmark`` (interleaved, one thread, batch 1 at the calibration
+shape; speedup = median of per-run ratios), and evaluated on the task's labeled
+evaluation data.  MACs are counted at the calibration shape.  Writes
+``benchmarks/target.{md,json}`` and per task ``benchmarks/sensitivity_<task>.png``
+(drift against the share of a group's channels cut) and
+``benchmarks/tradeoff_<task>.png`` (accuracy against measured speedup, uniform and target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+TOOLS = Path(__file__).resolve().parent
+if str(TOOLS) not in sys.path:
+    sys.path.insert(0, str(TOOLS))
+
+from eval_common import REPO  # noqa: E402
+from eval_tasks import TASKS, build_task  # noqa: E402
+
+import onnxprune  # noqa: E402
+from onnxprune.calibration import load_calibration  # noqa: E402
+from onnxprune.plots import plot_sensitivity, plot_tradeoff  # noqa: E402
+
+RESULTS = REPO / "benchmarks"
+WORK = REPO / "build" / "target"
+RUNS = {"ppocr_rec": 30, "ppocr_det": 20}
+"""Timed runs per model where one run is slow; 200 elsewhere."""
+
+
+def run_task(name: str, ratios: list[float], speedups: list[float], jobs: int) -> dict[str, Any]:
+    task = build_task(name)
+    folder = WORK / name
+    folder.mkdir(parents=True, exist_ok=True)
+    original = onnxprune.load(task.model)
+    shapes = load_calibration(str(task.calibration), original).shapes_of_one_sample(original)
+    base_macs = onnxprune.model_cost(original, shapes=shapes).macs
+    rows: list[dict[str, Any]] = []
+    cache = str(WORK / "cache")
+    for method, knobs in (("uniform", ratios), ("target", speedups)):
+        for knob in knobs:
+            options: dict[str, Any] = {"channel_ratio": knob} if method == "uniform" else {"target_speedup": knob, "jobs": jobs, "sensitivity_cache": cache}
+            start = time.perf_counter()
+            result = onnxprune.prune(task.model, calibration=str(task.calibration), validate=False, bench=False, quiet=True, **options)
+            seconds = time.perf_counter() - start
+            path = folder / f"{method}_{knob}.onnx"
+            result.save(path)
+            row = {"method": method, "knob": knob, "path": str(path), "prune_s": seconds}
+            row["macs_ratio"] = onnxprune.model_cost(result.model, shapes=shapes).macs / base_macs
+            if method == "target":
+                row["target"] = {key: result.report["target"][key] for key in ("reached_in_search", "allocation", "searched")}
+            rows.append(row)
+            print(f"{name}: {method} {knob}: MACs {row['macs_ratio']:.3f}, {seconds:.0f} s", flush=True)
+    models = [original, *(onnxprune.load(row["path"]) for row in rows)]
+    timings = onnxprune.benchmark(models, runs=RUNS.get(name, 200), warmup=5, threads=1, shapes=shapes, quiet=True)
+    baseline = task.evaluate(task.model)
+    for row, timing in zip(rows, timings[1:]):
+        row.update(speedup=timing.speedup, ms=timing.median_ms, metrics=task.evaluate(Path(row["path"])))
+    table = _table_of(original, task, cache)
+    record = {"task": name, "baseline": baseline, "original_ms": timings[0].median_ms, "shapes": shapes, "rows": rows, "sensitivity": table}
+    plot_sensitivity(table, RESULTS / f"sensitivity_{name}.png", title=f"{name}: drift per channel group")
+    metric = next(iter(baseline))
+    plot_tradeoff(
+        {method: [(row["speedup"], row["metrics"][metric]) for row in rows if row["method"] == method] for method in ("uniform", "target")},
+        baseline[metric],
+        RESULTS / f"tradeoff_{name}.png",
+        title=f"{name}: {metric} against measured speedup (1 thread)",
+        metric=metric,
+    )
+    return record
+
+
+def _table_of(original: Any, task: Any, cache: str) -> dict[str, Any]:
+    """The sensitivity table the target runs used (from the cache: measured once per task)."""
+    from onnxprune.options import ChannelOptions
+    from onnxprune.sensitivity import measure_sensitivity
+    from onnxprune.simplify import simplify
+
+    simplified, _ = simplify(original.clone())
+    return measure_sensitivity(simplified, ChannelOptions(), load_calibration(str(task.calibration), simplified), cache_dir=cache, quiet=True).to_dict()
+
+
+def markdown(records: list[dict[str, Any]], command: str, seconds: float) -> str:
+    lines = [
+        "# Target mode against uniform ratios: accuracy at measured speedup",
+        "",
+        f"Produced by `{command}` in {seconds / 60:.1f} min on {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}, onnxprune {onnxprune.__version__}.",
+        "",
+        "- **uniform**: `channel_ratio=r`, data-driven channel selection and least-squares refit on the task's calibration data.",
+        "- **target**: `target_speedup=s`: per-group cuts chosen from the measured sensitivity table (drift per MAC saved), "
+        "searched on measured latency; then the same data-driven selection and refit.",
+        "",
+        "Speedup: `onnxprune.benchmark` of the original and every pruned model of the task, interleaved, one thread, batch 1; "
+        "median of per-run ratios. MACs at the calibration shape. Accuracy on the task's labeled evaluation data "
+        "(never used for calibration). **best uniform at >= s** is the most accurate uniform row whose measured speedup "
+        "is at least the target row's.",
+        "",
+    ]
+    for record in records:
+        metric = next(iter(record["baseline"]))
+        lines += [f"## {record['task']}", "", f"Original: {metric} {record['baseline'][metric]:.4f}, {record['original_ms']:.3f} ms.", ""]
+        lines += [f"| method | knob | MACs ratio | speedup | {metric} | prune s |", "|---|---|---|---|---|---|"]
+        for row in record["rows"]:
+            lines.append(
+                f"| {row['method']} | {row['knob']} | {row['macs_ratio']:.3f} | {row['speedup']:.2f}x | {row['metrics'][metric]:.4f} | {row['prune_s']:.0f} |"
+            )
+        lines.append("")
+        for row in (row for row in record["rows"] if row["method"] == "target"):
+            rivals = [other for other in record["rows"] if other["method"] == "uniform" and other["speedup"] >= row["speedup"]]
+            best = max((other["metrics"][metric] for other in rivals), default=None)
+            verdict = "no uniform row is as fast" if best is None else f"best uniform at >= {row['speedup']:.2f}x: {best:.4f}"
+            lines.append(f"- target {row['knob']}: measured {row['speedup']:.2f}x, {metric} {row['metrics'][metric]:.4f}; {verdict}.")
+        lines += ["", f"![sensitivity](sensitivity_{record['task']}.png) ![tradeoff](tradeoff_{record['task']}.png)", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tasks", nargs="*", default=list(TASKS))
+    parser.add_argument("--ratios", nargs="+", type=float, default=[0.15, 0.25, 0.35, 0.5])
+    parser.add_argument("--speedups", nargs="+", type=float, default=[1.5, 2.0])
+    parser.add_argument("--jobs", type=int, default=2)
+    arguments = parser.parse_args()
+    start = time.perf_counter()
+    RESULTS.mkdir(exist_ok=True)
+    records = []
+    for name in arguments.tasks:
+        records.append(run_task(name, arguments.ratios, arguments.speedups, arguments.jobs))
+        partial = WORK / "partial.json"
+        partial.write_text(json.dumps(records, indent=1))
+    command = "python tools/bench_target.py " + " ".join(sys.argv[1:])
+    (RESULTS / "target.json").write_text(json.dumps(records, indent=1))
+    (RESULTS / "target.md").write_text(markdown(records, command.strip(), time.perf_counter() - start))
+
+
+if __name__ == "__main__":
+    main()
