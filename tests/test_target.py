@@ -11,9 +11,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
+from onnxprune import ir as irx
 from onnxprune import sensitivity
 from onnxprune.allocation import Allocation, allocation_path
 from onnxprune.calibration import load_calibration
@@ -196,3 +199,25 @@ def test_tradeoff_curve_times_a_uniform_and_an_allocated_model_of_the_same_macs(
     assert curve["metric"] == "min_cosine"
     assert allocated["macs_ratio"] <= uniform["macs_ratio"] * 1.03
     assert all(point["speedup"] > 0 and 0.9 < point["min_cosine"] <= 1.0 and point["passed"] for point in (uniform, allocated))
+
+
+def _conv_with_free_height_and_width() -> onnx.ModelProto:
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")],
+        "free_hw",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, "H", "W"])],
+        [weight],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_macs_are_counted_at_the_calibration_shape_when_height_and_width_are_symbolic() -> None:
+    model = irx.from_proto(_conv_with_free_height_and_width())
+    expected = 8 * 3 * 3 * 3 * 16 * 16
+    assert onnxprune.model_cost(model).macs == 0  # unknown without a shape
+    assert onnxprune.model_cost(model, shapes={"x": (1, 3, 16, 16)}).macs == expected
+    images = np.random.default_rng(1).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    report = onnxprune.prune(model, calibration=images, channel_ratio=0.5, round_to=1, bench=False, quiet=True).report
+    assert report["original"]["macs"] == expected

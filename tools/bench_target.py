@@ -1,12 +1,13 @@
 """Target mode against uniform ratios on the labeled models: accuracy at equal measured speedup.
 
-    python tools/bench_target.py [tasks...] [--speedups 1.5 2.0] [--ratios 0.15 0.25 0.35 0.5] [--jobs 2]
+    python tools/bench_target.py [tasks...] [--speedups 1.5 2.0] [--ratios 0.15 0.25 0.35 0.5] [--macs 0.5 0.286] [--jobs 2]
 
 For each task of ``tools/eval_tasks.py`` (build them first; ``bash tools/setup_bench.sh``):
 
 - **uniform**: ``channel_ratio=r`` for every ratio, data-driven selection and refit on the task's calibration data;
 - **target**: ``target_speedup=s`` for every speedup (per-group cuts from the sensitivity table, see
-  ``onnxprune/target.py``), same calibration data, same defaults otherwise.
+  ``onnxprune/target.py``), same calibration data, same defaults otherwise;
+- **target_macs**: ``target_macs=m`` for every MAC ratio (the MAC targets of ``tools/bench_accuracy.py``).
 
 All pruned models of a task and the original are then timed together by
 ``onnxprune.benchmark`` (interleaved, one thread, batch 1 at the calibration
@@ -44,7 +45,10 @@ RUNS = {"ppocr_rec": 30, "ppocr_det": 20}
 """Timed runs per model where one run is slow; 200 elsewhere."""
 
 
-def run_task(name: str, ratios: list[float], speedups: list[float], jobs: int) -> dict[str, Any]:
+KNOB = {"uniform": "channel_ratio", "target": "target_speedup", "target_macs": "target_macs"}
+
+
+def run_task(name: str, knobs: dict[str, list[float]], jobs: int, plots: bool) -> dict[str, Any]:
     task = build_task(name)
     folder = WORK / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -53,9 +57,11 @@ def run_task(name: str, ratios: list[float], speedups: list[float], jobs: int) -
     base_macs = onnxprune.model_cost(original, shapes=shapes).macs
     rows: list[dict[str, Any]] = []
     cache = str(WORK / "cache")
-    for method, knobs in (("uniform", ratios), ("target", speedups)):
-        for knob in knobs:
-            options: dict[str, Any] = {"channel_ratio": knob} if method == "uniform" else {"target_speedup": knob, "jobs": jobs, "sensitivity_cache": cache}
+    for method, values in knobs.items():
+        for knob in values:
+            options: dict[str, Any] = {KNOB[method]: knob}
+            if method != "uniform":
+                options.update(jobs=jobs, sensitivity_cache=cache)
             start = time.perf_counter()
             result = onnxprune.prune(task.model, calibration=str(task.calibration), validate=False, bench=False, quiet=True, **options)
             seconds = time.perf_counter() - start
@@ -63,7 +69,7 @@ def run_task(name: str, ratios: list[float], speedups: list[float], jobs: int) -
             result.save(path)
             row = {"method": method, "knob": knob, "path": str(path), "prune_s": seconds}
             row["macs_ratio"] = onnxprune.model_cost(result.model, shapes=shapes).macs / base_macs
-            if method == "target":
+            if method != "uniform":
                 row["target"] = {key: result.report["target"][key] for key in ("reached_in_search", "allocation", "searched")}
             rows.append(row)
             print(f"{name}: {method} {knob}: MACs {row['macs_ratio']:.3f}, {seconds:.0f} s", flush=True)
@@ -74,10 +80,12 @@ def run_task(name: str, ratios: list[float], speedups: list[float], jobs: int) -
         row.update(speedup=timing.speedup, ms=timing.median_ms, metrics=task.evaluate(Path(row["path"])))
     table = _table_of(original, task, cache)
     record = {"task": name, "baseline": baseline, "original_ms": timings[0].median_ms, "shapes": shapes, "rows": rows, "sensitivity": table}
+    if not plots:
+        return record
     plot_sensitivity(table, RESULTS / f"sensitivity_{name}.png", title=f"{name}: drift per channel group")
     metric = next(iter(baseline))
     plot_tradeoff(
-        {method: [(row["speedup"], row["metrics"][metric]) for row in rows if row["method"] == method] for method in ("uniform", "target")},
+        {method: [(row["speedup"], row["metrics"][metric]) for row in rows if row["method"] == method] for method in knobs if knobs[method]},
         baseline[metric],
         RESULTS / f"tradeoff_{name}.png",
         title=f"{name}: {metric} against measured speedup (1 thread)",
@@ -96,7 +104,7 @@ def _table_of(original: Any, task: Any, cache: str) -> dict[str, Any]:
     return measure_sensitivity(simplified, ChannelOptions(), load_calibration(str(task.calibration), simplified), cache_dir=cache, quiet=True).to_dict()
 
 
-def markdown(records: list[dict[str, Any]], command: str, seconds: float) -> str:
+def markdown(records: list[dict[str, Any]], command: str, seconds: float, plots: bool) -> str:
     lines = [
         "# Target mode against uniform ratios: accuracy at measured speedup",
         "",
@@ -122,12 +130,14 @@ def markdown(records: list[dict[str, Any]], command: str, seconds: float) -> str
                 f"| {row['method']} | {row['knob']} | {row['macs_ratio']:.3f} | {row['speedup']:.2f}x | {row['metrics'][metric]:.4f} | {row['prune_s']:.0f} |"
             )
         lines.append("")
-        for row in (row for row in record["rows"] if row["method"] == "target"):
+        for row in (row for row in record["rows"] if row["method"] != "uniform"):
             rivals = [other for other in record["rows"] if other["method"] == "uniform" and other["speedup"] >= row["speedup"]]
             best = max((other["metrics"][metric] for other in rivals), default=None)
             verdict = "no uniform row is as fast" if best is None else f"best uniform at >= {row['speedup']:.2f}x: {best:.4f}"
-            lines.append(f"- target {row['knob']}: measured {row['speedup']:.2f}x, {metric} {row['metrics'][metric]:.4f}; {verdict}.")
-        lines += ["", f"![sensitivity](sensitivity_{record['task']}.png) ![tradeoff](tradeoff_{record['task']}.png)", ""]
+            lines.append(f"- {row['method']} {row['knob']}: measured {row['speedup']:.2f}x, {metric} {row['metrics'][metric]:.4f}; {verdict}.")
+        lines.append("")
+        if plots:
+            lines += [f"![sensitivity](sensitivity_{record['task']}.png) ![tradeoff](tradeoff_{record['task']}.png)", ""]
     return "\n".join(lines)
 
 
@@ -135,19 +145,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tasks", nargs="*", default=list(TASKS))
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.15, 0.25, 0.35, 0.5])
-    parser.add_argument("--speedups", nargs="+", type=float, default=[1.5, 2.0])
+    parser.add_argument("--speedups", nargs="*", type=float, default=[1.5, 2.0])
+    parser.add_argument("--macs", nargs="*", type=float, default=[])
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", default="target", help="results go to benchmarks/OUT.md and OUT.json")
+    parser.add_argument("--no-plots", action="store_true", help="do not (re)draw the per-task PNGs")
     arguments = parser.parse_args()
     start = time.perf_counter()
     RESULTS.mkdir(exist_ok=True)
     records = []
     for name in arguments.tasks:
-        records.append(run_task(name, arguments.ratios, arguments.speedups, arguments.jobs))
-        partial = WORK / "partial.json"
+        knobs = {"uniform": arguments.ratios, "target": arguments.speedups, "target_macs": arguments.macs}
+        records.append(run_task(name, knobs, arguments.jobs, not arguments.no_plots))
+        partial = WORK / f"{arguments.out}.partial.json"
         partial.write_text(json.dumps(records, indent=1))
     command = "python tools/bench_target.py " + " ".join(sys.argv[1:])
-    (RESULTS / "target.json").write_text(json.dumps(records, indent=1))
-    (RESULTS / "target.md").write_text(markdown(records, command.strip(), time.perf_counter() - start))
+    (RESULTS / f"{arguments.out}.json").write_text(json.dumps(records, indent=1))
+    (RESULTS / f"{arguments.out}.md").write_text(markdown(records, command.strip(), time.perf_counter() - start, not arguments.no_plots))
 
 
 if __name__ == "__main__":
