@@ -2,8 +2,9 @@
 
 From a :class:`~onnxprune.sensitivity.SensitivityTable`, greedily: starting
 with nothing cut, take the move (one group to one of its deeper levels) that
-adds the least drift per share of the resource it saves, until every group
-is at its deepest level.  The sequence of allocations this passes through
+adds the least drift per unit of the resource it saves (MACs, parameters, or
+modelled milliseconds for a speed target), until every group is at its
+deepest level.  The sequence of allocations this passes through
 is the *path*; a target is met by searching along it
 (:mod:`onnxprune.target`), so a stricter target always cuts a superset of
 what a looser one cuts.
@@ -21,7 +22,7 @@ from typing import Literal
 
 from onnxprune.sensitivity import GroupSensitivity, Level, SensitivityTable, exact_override
 
-Resource = Literal["macs", "params"]
+Resource = Literal["macs", "params", "latency"]
 
 _TINY_DRIFT = 1e-12
 """Drift below this counts as none: a move that saves something for nothing is taken first, cheapest-saving last."""
@@ -37,7 +38,7 @@ class Allocation:
     def predicted_drift(self) -> float:
         return sum(level.drift for level in self.levels.values())
 
-    def saved(self, resource: Resource) -> int:
+    def saved(self, resource: Resource) -> float:
         """The resource the chosen levels save, summed over groups."""
         return sum(_saving(level, resource) for level in self.levels.values())
 
@@ -72,7 +73,7 @@ def _best_move(groups: dict[str, GroupSensitivity], current: dict[str, int], res
     for name, group in groups.items():
         at = current.get(name, -1)
         drift_now = group.levels[at].drift if at >= 0 else 0.0
-        saved_now = _saving(group.levels[at], resource) if at >= 0 else 0
+        saved_now = _saving(group.levels[at], resource) if at >= 0 else 0.0
         for index in range(at + 1, len(group.levels)):
             gain = _saving(group.levels[index], resource) - saved_now
             if gain <= 0:
@@ -84,5 +85,7 @@ def _best_move(groups: dict[str, GroupSensitivity], current: dict[str, int], res
     return None if best is None else (best[2], best[3])
 
 
-def _saving(level: Level, resource: Resource) -> int:
+def _saving(level: Level, resource: Resource) -> float:
+    if resource == "latency":
+        return level.latency_saved_ms
     return level.macs_saved if resource == "macs" else level.params_saved

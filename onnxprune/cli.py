@@ -197,9 +197,8 @@ def _sensitivity(arguments: argparse.Namespace, console: Console) -> int:
     model = simplify(irx.copy_model(original))[0] if config.simplify else original
     calibration = load_calibration(config.calibration, model, labels=config.labels)
     targets = config.options(TargetOptions)
-    table = measure_sensitivity(
-        model, config.options(ChannelOptions), calibration, executor_for(targets.jobs), targets.sensitivity_cache or default_cache_dir(), arguments.json
-    )
+    cache = targets.sensitivity_cache or default_cache_dir()
+    table = measure_sensitivity(model, config.options(ChannelOptions), calibration, executor_for(targets.jobs), cache, arguments.json, config.threads)
     data: dict[str, Any] = {"model": arguments.model, "sensitivity": table.to_dict(), "cached": table.cached}
     if arguments.curve:
         data["curve"] = tradeoff_curve(arguments.model, original, config, calibration, quiet=arguments.json)

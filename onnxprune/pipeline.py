@@ -248,9 +248,8 @@ def _aim_at_target(
     if config.channel_ratio or config.channel_global:
         raise InputError(f"--target-{kind} chooses how many channels each group keeps: drop --channel-ratio/--channel-global")
     channel_options = config.options(ChannelOptions)
-    table = measure_sensitivity(
-        candidate, channel_options, calibration, executor_for(targets.jobs), targets.sensitivity_cache or default_cache_dir(), quiet
-    )
+    cache = targets.sensitivity_cache or default_cache_dir()
+    table = measure_sensitivity(candidate, channel_options, calibration, executor_for(targets.jobs), cache, quiet, threads=config.threads)
     outcome = reach_target(candidate, table, channel_options, targets, config.options(TimingOptions), shapes, quiet)
     overrides = tuple(config.channel_override) + outcome.overrides()
     return PruneConfig.from_mapping({**config.values, "channel_override": overrides}), outcome

@@ -14,7 +14,9 @@ each probe a pass over the rest of the network), and measures
     drift = max over graph outputs of ||y' - y||_2 / ||y||_2
 
 on the held-out part against the original model, plus the MACs (at the
-calibration data's input shape, one sample) and parameters left.  Levels
+calibration data's input shape, one sample) and parameters left, and the
+time saved as modelled from one profile of the original
+(:mod:`onnxprune.latency_model`).  Levels
 are fractions of the group's channels (:data:`LEVELS`) rounded the way the
 pass rounds (``round_to``, ``min_channels``); levels that round to the same
 count are probed once.  The data-driven scores are computed once for all
@@ -47,10 +49,11 @@ from onnx_ir.passes import common as common_passes
 
 from onnxprune import ir as irx
 from onnxprune import runtime
-from onnxprune.analysis.cost import model_cost
+from onnxprune.analysis.cost import layer_macs, model_cost
 from onnxprune.analysis.dependency_walk import discover_channel_groups
 from onnxprune.calibration import CalibrationData
 from onnxprune.executor import Executor, InProcess
+from onnxprune.latency_model import profile_layer_times
 from onnxprune.options import ChannelOptions
 from onnxprune.passes.channel_selection import group_names
 from onnxprune.passes.channels import ChannelPruningPass, channel_scores, resolved_importance
@@ -65,7 +68,7 @@ PROBE_FIT_SAMPLES = 32
 not ship: measured on PP-OCR cls, 32 samples gave each probe's drift within ~25% of what all 192 gave
 (same ranking of the groups) in a third of the time."""
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bumped whenever a probe's method changes, so older cached tables are not reused."""
 
 DRIFT_METRIC = "max over graph outputs of ||y' - y||_2 / ||y||_2 on the held-out calibration samples"
@@ -81,6 +84,8 @@ class Level:
     drift: float
     macs_saved: int
     params_saved: int
+    latency_saved_ms: float
+    """Modelled from the original's per-layer profile (see :mod:`onnxprune.latency_model`)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,8 @@ class SensitivityTable:
     groups: list[GroupSensitivity]
     macs: int
     params: int
+    latency_ms: float
+    """The original's profiled time per run (all kernels)."""
     shapes: dict[str, list[int]]
     samples: dict[str, int]
     """``fit`` and ``held_out`` sample counts of the calibration data probed with."""
@@ -120,7 +127,7 @@ class SensitivityTable:
             GroupSensitivity(group["name"], list(group["sources"]), int(group["channels"]), [Level(**level) for level in group["levels"]])
             for group in record["groups"]
         ]
-        fields = {key: record[key] for key in ("macs", "params", "shapes", "samples", "importance", "metric")}
+        fields = {key: record[key] for key in ("macs", "params", "latency_ms", "shapes", "samples", "importance", "metric")}
         return cls(groups=groups, **fields)
 
 
@@ -131,41 +138,49 @@ def measure_sensitivity(
     executor: Executor | None = None,
     cache_dir: str | os.PathLike | None = None,
     quiet: bool = False,
+    threads: int = 1,
 ) -> SensitivityTable:
     """The sensitivity table of ``model`` under ``options`` (round_to, min_channels, exclude, importance, reconstruct).
 
     Groups an override in ``options`` fixes are not probed: their ratio is the user's.
+    Layer times are profiled on ``threads`` onnxruntime threads.
     """
     if not calibration.held_out:
         raise ValueError("sensitivity is measured on held-out calibration samples: the data has none")
     options = dataclasses.replace(options, ratio=0.0, global_ranking=False, remove_dead=False)
-    cache = _cache_file(model, options, calibration, cache_dir)
+    cache = _cache_file(model, options, calibration, cache_dir, threads)
     if cache is not None and cache.is_file():
         table = SensitivityTable.from_dict(json.loads(cache.read_text()))
         table.cached = True
         return table
+    shapes = calibration.shapes_of_one_sample(model)
     probe_fit = _first_samples(calibration.fit, PROBE_FIT_SAMPLES)
-    probe = _Probe(irx.to_proto(model).SerializeToString(), options, probe_fit, calibration.held_out, calibration.shapes_of_one_sample(model))
+    probe = _Probe(irx.to_proto(model).SerializeToString(), options, probe_fit, calibration.held_out, shapes)
     with progress("scoring channels on the calibration data", quiet=quiet), silenced():
         probe.scores = channel_scores(model, options, calibration.fit)
     plans = _group_levels(model, options)
     tasks = [(name, level_ratio) for name, _, _, ratios in plans for level_ratio in ratios]
     with progress(f"probing {len(plans)} channel group(s) at {len(tasks)} cut level(s)", total=len(tasks), quiet=quiet) as advance:
         outcomes = dict(zip(tasks, (executor or InProcess()).map(probe, tasks, advance)))
-    original = model_cost(model, shapes=calibration.shapes_of_one_sample(model))
+    original = model_cost(model, shapes=shapes)
+    original_layers = layer_macs(model, shapes)
+    with progress("profiling the original's layer times", quiet=quiet):
+        times = profile_layer_times(model, shapes, threads)
     groups = []
     for name, sources, channels, ratios in plans:
         levels = []
         for ratio in ratios:
-            drift, macs, params = outcomes[(name, ratio)]
+            drift, macs, params, layers = outcomes[(name, ratio)]
             keep = channels - math.floor(ratio * channels + 1e-9)
-            levels.append(Level(keep, ratio, drift, original.macs - macs, original.params - params))
+            saved_ms = times.saved_ms(original_layers, layers)
+            levels.append(Level(keep, ratio, drift, original.macs - macs, original.params - params, saved_ms))
         groups.append(GroupSensitivity(name, sources, channels, levels))
     table = SensitivityTable(
         groups=groups,
         macs=original.macs,
         params=original.params,
-        shapes={name: list(shape) for name, shape in calibration.shapes_of_one_sample(model).items()},
+        latency_ms=times.total_ms,
+        shapes={name: list(shape) for name, shape in shapes.items()},
         samples={"fit": calibration.fit_samples, "held_out": calibration.held_out_samples},
         importance=resolved_importance(options, calibration.fit),
     )
@@ -242,14 +257,14 @@ class _Probe:
     def _meter(self) -> DriftMeter:
         return DriftMeter(self._model, self.held_out)
 
-    def __call__(self, task: tuple[str, float]) -> tuple[float, int, int]:
+    def __call__(self, task: tuple[str, float]) -> tuple[float, int, int, dict[str, int]]:
         name, ratio = task
         options = dataclasses.replace(self.options, overrides=(exact_override(name, ratio),))
         with silenced():
             pruned = ChannelPruningPass(options, calibration=self.fit, scores=self.scores, quick_refit=True)(self._model.clone()).model
         common_passes.RemoveUnusedNodesPass()(pruned)  # refit layers leave their old weights behind until then
         cost = model_cost(pruned, shapes=self.shapes)
-        return self._meter.drift(pruned), cost.macs, cost.params
+        return self._meter.drift(pruned), cost.macs, cost.params, layer_macs(pruned, self.shapes)
 
 
 def default_cache_dir() -> Path:
@@ -260,7 +275,9 @@ def default_cache_dir() -> Path:
     return Path(base) / "onnxprune"
 
 
-def _cache_file(model: ir.Model, options: ChannelOptions, calibration: CalibrationData, cache_dir: str | os.PathLike | None) -> Path | None:
+def _cache_file(
+    model: ir.Model, options: ChannelOptions, calibration: CalibrationData, cache_dir: str | os.PathLike | None, threads: int
+) -> Path | None:
     if cache_dir is None:
         return None
     digest = hashlib.sha256()
@@ -280,6 +297,7 @@ def _cache_file(model: ir.Model, options: ChannelOptions, calibration: Calibrati
         "overrides": options.overrides,
         "importance": options.importance,
         "reconstruct": options.reconstruct,
+        "threads": threads,
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return Path(cache_dir) / f"sensitivity-{digest.hexdigest()[:24]}.json"

@@ -3,8 +3,8 @@
 1. Measure every channel group's sensitivity (:mod:`onnxprune.sensitivity`,
    cached).
 2. Order allocations along the greedy path (:mod:`onnxprune.allocation`):
-   each step cuts more, choosing the cheapest drift per MAC (or parameter)
-   saved.
+   each step cuts more, choosing the cheapest drift per MAC, parameter, or
+   (for a speedup) modelled millisecond saved.
 3. Bisect the path for the first allocation that meets the target, each
    candidate built as an architecture only (channels chosen by L1, no
    refit: which channels go does not change its cost) and measured: MACs at
@@ -83,7 +83,7 @@ def reach_target(
 ) -> TargetOutcome:
     """Search the allocation path of ``table`` for the first allocation that meets ``targets`` on ``model``."""
     kind, asked = targets.asked()
-    resource: Resource = "params" if kind == "params" else "macs"
+    resource: Resource = "params" if kind == "params" else "macs" if kind == "macs" else "latency"
     path = allocation_path(table, resource)
     measure = _measure(kind, model, channel_options, timing, shapes, table)
     meets = (lambda value: value >= asked) if kind == "speedup" else (lambda value: value <= asked)
@@ -157,7 +157,7 @@ def _looser(group: GroupSensitivity, level: Level, round_to: int) -> Level | Non
     lower = max((point for point in probed if point[0] <= keep), key=lambda point: point[0], default=upper)
     share = 0.0 if upper[0] == lower[0] else (upper[0] - keep) / (upper[0] - lower[0])
     drift = upper[1] + (lower[1] - upper[1]) * share
-    return Level(keep, (group.channels - keep) / group.channels, drift, 0, 0)
+    return Level(keep, (group.channels - keep) / group.channels, drift, 0, 0, 0.0)
 
 
 def architecture(model: ir.Model, channel_options: ChannelOptions, allocation: Allocation) -> ir.Model:

@@ -48,31 +48,44 @@ RUNS = {"ppocr_rec": 30, "ppocr_det": 20}
 KNOB = {"uniform": "channel_ratio", "target": "target_speedup", "target_macs": "target_macs"}
 
 
-def run_task(name: str, knobs: dict[str, list[float]], jobs: int, plots: bool) -> dict[str, Any]:
+def _saved_rows(folder: Path) -> list[dict[str, Any]]:
+    """Rows pruned by an earlier run (``--reuse``): their models are timed and evaluated again, not pruned again."""
+    saved = folder / "rows.json"
+    return json.loads(saved.read_text()) if saved.is_file() else []
+
+
+def run_task(name: str, knobs: dict[str, list[float]], jobs: int, plots: bool, reuse: bool) -> dict[str, Any]:
     task = build_task(name)
     folder = WORK / name
     folder.mkdir(parents=True, exist_ok=True)
     original = onnxprune.load(task.model)
     shapes = load_calibration(str(task.calibration), original).shapes_of_one_sample(original)
     base_macs = onnxprune.model_cost(original, shapes=shapes).macs
-    rows: list[dict[str, Any]] = []
     cache = str(WORK / "cache")
+    done = {(row["method"], row["knob"]): row for row in _saved_rows(folder)} if reuse else {}
+    rows: list[dict[str, Any]] = []
     for method, values in knobs.items():
         for knob in values:
-            options: dict[str, Any] = {KNOB[method]: knob}
-            if method != "uniform":
-                options.update(jobs=jobs, sensitivity_cache=cache)
-            start = time.perf_counter()
-            result = onnxprune.prune(task.model, calibration=str(task.calibration), validate=False, bench=False, quiet=True, **options)
-            seconds = time.perf_counter() - start
             path = folder / f"{method}_{knob}.onnx"
-            result.save(path)
-            row = {"method": method, "knob": knob, "path": str(path), "prune_s": seconds}
-            row["macs_ratio"] = onnxprune.model_cost(result.model, shapes=shapes).macs / base_macs
-            if method != "uniform":
-                row["target"] = {key: result.report["target"][key] for key in ("reached_in_search", "allocation", "searched")}
+            if (method, knob) in done and path.is_file():
+                row = done[(method, knob)]
+                pruned = onnxprune.load(path)
+            else:
+                options: dict[str, Any] = {KNOB[method]: knob}
+                if method != "uniform":
+                    options.update(jobs=jobs, sensitivity_cache=cache)
+                start = time.perf_counter()
+                result = onnxprune.prune(task.model, calibration=str(task.calibration), validate=False, bench=False, quiet=True, **options)
+                row = {"method": method, "knob": knob, "path": str(path), "prune_s": time.perf_counter() - start}
+                if method != "uniform":
+                    row["target"] = {key: result.report["target"][key] for key in ("reached_in_search", "allocation", "searched")}
+                result.save(path)
+                pruned = result.model
+            row["macs_ratio"] = onnxprune.model_cost(pruned, shapes=shapes).macs / base_macs
             rows.append(row)
-            print(f"{name}: {method} {knob}: MACs {row['macs_ratio']:.3f}, {seconds:.0f} s", flush=True)
+            redone = {(other["method"], other["knob"]) for other in rows}
+            (folder / "rows.json").write_text(json.dumps(rows + [old for key, old in done.items() if key not in redone], indent=1))
+            print(f"{name}: {method} {knob}: MACs {row['macs_ratio']:.3f}, {row['prune_s']:.0f} s", flush=True)
     models = [original, *(onnxprune.load(row["path"]) for row in rows)]
     timings = onnxprune.benchmark(models, runs=RUNS.get(name, 200), warmup=5, threads=1, shapes=shapes, quiet=True)
     baseline = task.evaluate(task.model)
@@ -150,13 +163,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default="target", help="results go to benchmarks/OUT.md and OUT.json")
     parser.add_argument("--no-plots", action="store_true", help="do not (re)draw the per-task PNGs")
+    parser.add_argument("--reuse", action="store_true", help="keep models an earlier run pruned (build/target/TASK/rows.json); time and evaluate all again")
     arguments = parser.parse_args()
     start = time.perf_counter()
     RESULTS.mkdir(exist_ok=True)
     records = []
     for name in arguments.tasks:
         knobs = {"uniform": arguments.ratios, "target": arguments.speedups, "target_macs": arguments.macs}
-        records.append(run_task(name, knobs, arguments.jobs, not arguments.no_plots))
+        records.append(run_task(name, knobs, arguments.jobs, not arguments.no_plots, arguments.reuse))
         partial = WORK / f"{arguments.out}.partial.json"
         partial.write_text(json.dumps(records, indent=1))
     command = "python tools/bench_target.py " + " ".join(sys.argv[1:])

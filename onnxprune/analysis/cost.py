@@ -51,12 +51,7 @@ def model_cost(model: ir.Model, path: str | os.PathLike | None = None, shapes: M
     symbolic ones): shapes of intermediate values are then inferred afresh
     from them, since the exporter's symbolic ones would otherwise be kept.
     """
-    # A clone: the batch is fixed and shapes inferred without touching ``model``.
-    shaped = model.clone()
-    if shapes:
-        _fix_input_shapes(shaped, shapes)
-    _fix_symbolic_batch(shaped)
-    infer_shapes(shaped)
+    shaped = _shaped(model, shapes)
     histogram: Counter[str] = Counter()
     macs = elementwise = nodes = 0
     unknown: list[str] = []
@@ -85,6 +80,26 @@ def model_cost(model: ir.Model, path: str | os.PathLike | None = None, shapes: M
         unknown_shape_nodes=unknown,
         file_bytes=file_size(path) if path is not None else None,
     )
+
+
+def layer_macs(model: ir.Model, shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, int]:
+    """MACs of each named weight op of the main graph, counted as :func:`model_cost` counts them (unknown: 0)."""
+    counts = {}
+    for node in _shaped(model, shapes).graph:
+        op = weight_op(node)
+        if op is not None and node.name:
+            counts[node.name] = op.macs(node) or 0
+    return counts
+
+
+def _shaped(model: ir.Model, shapes: Mapping[str, Sequence[int]] | None) -> ir.Model:
+    """A clone with fixed input dims (``shapes``, then batch 1) and inferred shapes; ``model`` is not touched."""
+    shaped = model.clone()
+    if shapes:
+        _fix_input_shapes(shaped, shapes)
+    _fix_symbolic_batch(shaped)
+    infer_shapes(shaped)
+    return shaped
 
 
 def _fix_input_shapes(model: ir.Model, shapes: Mapping[str, Sequence[int]]) -> None:
