@@ -8,8 +8,8 @@ run times.  A cut's time saving is modelled as
 
 with ``time(w)`` measured once on the original model, in a session
 optimised as a deployment would be (fused activations, NCHWc layout), on the
-threads the user times with.  Optimised kernels are named after the node or
-the value they compute (``<value>_nchwc``); a kernel is charged to the
+threads the user times with.  Optimised kernels are named after the node
+(``fused <node>``) or the value they compute (``<value>_nchwc``); a kernel is charged to the
 weight layer it starts from, found by following the first input of what
 produced it upstream through at most a few ops (an activation fused into a
 convolution is named after the activation's output).  Kernels that belong to
@@ -97,6 +97,7 @@ def _kernel_owner(model: ir.Model) -> Callable[[str], str | None]:
     producers = {value.name: node for node in model.graph for value in node.outputs if value.name}
 
     def owner(kernel: str) -> str | None:
+        kernel = kernel.removeprefix("fused ")  # a Gemm or Conv fused with its activation
         node = nodes.get(kernel) or producers.get(kernel.removesuffix("_nchwc")) or producers.get(kernel)
         for _ in range(UPSTREAM_STEPS):
             if node is None:

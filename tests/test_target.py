@@ -24,6 +24,7 @@ from onnxprune.cli import main
 from onnxprune.config import PruneConfig
 from onnxprune.errors import InputError
 from onnxprune.executor import LocalProcesses
+from onnxprune.latency_model import LayerTimes, profile_layer_times
 from onnxprune.options import ChannelOptions, TargetOptions
 from onnxprune.sensitivity import GroupSensitivity, Level, SensitivityTable, measure_sensitivity
 from onnxprune.tradeoff import tradeoff_curve
@@ -229,3 +230,18 @@ def test_macs_are_counted_at_the_calibration_shape_when_height_and_width_are_sym
     images = np.random.default_rng(1).standard_normal((8, 3, 16, 16)).astype(np.float32)
     report = onnxprune.prune(model, calibration=images, channel_ratio=0.5, round_to=1, bench=False, quiet=True).report
     assert report["original"]["macs"] == expected
+
+
+def test_modelled_time_saved_charges_each_layer_its_share_of_macs_cut() -> None:
+    times = LayerTimes({"a": 2.0, "b": 1.0}, unattributed_ms=0.5)
+    assert times.total_ms == 3.5
+    assert times.saved_ms({"a": 100, "b": 50}, {"a": 50}) == pytest.approx(1.0)
+    assert times.saved_ms({"a": 100, "b": 50}, {"a": 0, "b": 25}) == pytest.approx(2.5)
+
+
+def test_profiled_time_is_charged_to_the_weight_layers_of_the_model() -> None:
+    model = onnxprune.load(MODEL)
+    times = profile_layer_times(model, {"input": (1, 1, 8, 8)}, runs=5)
+    weight_layers = {node.name for node in model.graph if node.op_type in ("Conv", "Gemm")}
+    assert set(times.per_layer) == weight_layers
+    assert all(milliseconds > 0 for milliseconds in times.per_layer.values())
