@@ -9,7 +9,9 @@
    candidate built as an architecture only (channels chosen by L1, no
    refit: which channels go does not change its cost) and measured: MACs at
    the calibration data's input shape, parameters, or onnxruntime latency
-   against the original (interleaved, on the timing options' threads).  For
+   against the original (interleaved, on the timing options' threads, with
+   at least ``--runs`` runs and enough to fill half a second per model, so
+   that a sub-millisecond model's search is not steered by timer noise).  For
    MAC and parameter targets channels are then given back, ``round_to`` at
    a time to the group where that keeps the result closest under the
    target, so it lands just under the target rather than a whole level
@@ -23,6 +25,7 @@ report, validation and gates are those of any other run.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +40,11 @@ from onnxprune.options import ChannelOptions, TargetOptions, TimingOptions
 from onnxprune.passes.channels import ChannelPruningPass
 from onnxprune.progress import progress, silenced
 from onnxprune.sensitivity import GroupSensitivity, Level, SensitivityTable
+
+SEARCH_SECONDS_PER_MODEL = 0.5
+"""Timed run time per model and candidate in a speed search: a 0.1 ms model gets thousands of runs, a slow one ``--runs``."""
+
+MAX_SEARCH_RUNS = 2000
 
 TOLERANCE = 0.03
 """A MAC or parameter target is reached within this share above it; a speedup target within this share below it
@@ -174,8 +182,10 @@ def _measure(
     kind: str, model: ir.Model, channel_options: ChannelOptions, timing: TimingOptions, shapes: dict[str, tuple[int, ...]], table: SensitivityTable
 ) -> Callable[[Allocation], float]:
     if kind == "speedup":
+        one_run_ms = benchmark([model], runs=5, warmup=timing.warmup, threads=timing.threads, shapes=shapes, quiet=True)[0].median_ms
+        runs = max(timing.runs, min(MAX_SEARCH_RUNS, math.ceil(SEARCH_SECONDS_PER_MODEL * 1000 / max(one_run_ms, 1e-3))))
         return lambda allocation: benchmark(
-            [model, architecture(model, channel_options, allocation)], runs=timing.runs, warmup=timing.warmup, threads=timing.threads, shapes=shapes, quiet=True
+            [model, architecture(model, channel_options, allocation)], runs=runs, warmup=timing.warmup, threads=timing.threads, shapes=shapes, quiet=True
         )[1].speedup
     if kind == "params":
         return lambda allocation: model_cost(architecture(model, channel_options, allocation)).params / table.params
