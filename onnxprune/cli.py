@@ -87,6 +87,7 @@ def _build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="inputs, outputs, parameters, MACs, op histogram")
     inspect.add_argument("model")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    _add_options(inspect, ("input-shape",))
     inspect.set_defaults(handler=_inspect)
 
     check = commands.add_parser("validate", help="check CANDIDATE and compare its outputs with REFERENCE's")
@@ -157,7 +158,8 @@ def _add_option(parser: argparse._ArgumentGroup, option: Option) -> None:
 
 def _inspect(arguments: argparse.Namespace, console: Console) -> int:
     model = irx.load(arguments.model)
-    data = inspect_data(model, model_cost(model, arguments.model))
+    config = _command_line_config(arguments, PruneConfig())
+    data = inspect_data(model, model_cost(model, arguments.model, shapes=config.input_shapes()))
     if arguments.json:
         print_json(console, data)
     else:

@@ -69,7 +69,9 @@ def render_inspect(console: Console, data: dict[str, Any]) -> None:
         histogram.add_row(op, str(count))
     console.print(histogram)
     if data["unknown_shape_nodes"]:
-        console.print(f"[yellow]MACs not counted (unknown shapes):[/] {escape(', '.join(data['unknown_shape_nodes']))}")
+        console.print(
+            f"[yellow]MACs not counted (unknown shapes; give --input-shape NAME=D0,D1,...):[/] {escape(', '.join(data['unknown_shape_nodes']))}"
+        )
 
 
 def render_validation(console: Console, validation: Validation) -> None:

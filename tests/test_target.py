@@ -245,3 +245,14 @@ def test_profiled_time_is_charged_to_the_weight_layers_of_the_model() -> None:
     weight_layers = {node.name for node in model.graph if node.op_type in ("Conv", "Gemm")}
     assert set(times.per_layer) == weight_layers
     assert all(milliseconds > 0 for milliseconds in times.per_layer.values())
+
+
+def test_inspect_counts_macs_at_the_input_shape_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "free_hw.onnx"
+    onnx.save(_conv_with_free_height_and_width(), path)
+    assert main(["inspect", str(path), "--json"]) == 0
+    unshaped = json.loads(capsys.readouterr().out)
+    assert main(["inspect", str(path), "--json", "--input-shape", "x=1,3,16,16"]) == 0
+    shaped = json.loads(capsys.readouterr().out)
+    assert (unshaped["macs"], unshaped["unknown_shape_nodes"]) == (0, ["conv"])
+    assert (shaped["macs"], shaped["unknown_shape_nodes"]) == (8 * 3 * 3 * 3 * 16 * 16, [])
