@@ -82,14 +82,22 @@ def model_cost(model: ir.Model, path: str | os.PathLike | None = None, shapes: M
     )
 
 
-def layer_macs(model: ir.Model, shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, int]:
-    """MACs of each named weight op of the main graph, counted as :func:`model_cost` counts them (unknown: 0)."""
-    counts = {}
-    for node in _shaped(model, shapes).graph:
-        op = weight_op(node)
-        if op is not None and node.name:
-            counts[node.name] = op.macs(node) or 0
+def macs_by_node(model: ir.Model, shapes: Mapping[str, Sequence[int]] | None = None) -> dict[ir.Node, int]:
+    """MACs of each weight op of ``model``'s main graph, counted as :func:`model_cost` counts them (unknown: 0).
+
+    Counted on a shaped clone whose nodes map back to ``model``'s by position.
+    """
+    counts: dict[ir.Node, int] = {}
+    for node, twin in zip(model.graph, _shaped(model, shapes).graph, strict=True):
+        op = weight_op(twin)
+        if op is not None:
+            counts[node] = op.macs(twin) or 0
     return counts
+
+
+def layer_macs(model: ir.Model, shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, int]:
+    """:func:`macs_by_node` keyed by node name (unnamed nodes left out), to compare two versions of a model."""
+    return {node.name: macs for node, macs in macs_by_node(model, shapes).items() if node.name}
 
 
 def _shaped(model: ir.Model, shapes: Mapping[str, Sequence[int]] | None) -> ir.Model:

@@ -47,7 +47,7 @@ import onnx_ir as ir
 
 from onnxprune import ir as irx
 from onnxprune import runtime
-from onnxprune.analysis.cost import model_cost
+from onnxprune.analysis.cost import macs_by_node, model_cost
 from onnxprune.analysis.layer_candidates import (
     Candidate,
     Declined,
@@ -56,8 +56,7 @@ from onnxprune.analysis.layer_candidates import (
     matches_node,
     names_of,
 )
-from onnxprune.analysis.shapes import ShapeFacts, infer_shapes
-from onnxprune.analysis.weight_ops import weight_op
+from onnxprune.analysis.shapes import ShapeFacts
 from onnxprune.errors import InputError
 from onnxprune.options import LayerOptions
 from onnxprune.passes.base import PassReport, PruningPass, PruningResult
@@ -343,7 +342,7 @@ class _Savings:
 
     def __init__(self, model: ir.Model, total: int) -> None:
         self.total = total
-        self._macs = _macs_by_node(model)
+        self._macs = macs_by_node(model)
 
     def of(self, candidate: Candidate) -> int:
         """MACs of the nodes the candidate's bypass removes."""
@@ -369,26 +368,6 @@ class _Savings:
         if self.total <= 0:
             return "the model's MACs are unknown or 0, so no candidate saves a measurable share of them"
         return f"no remaining candidate saves {MIN_MACS_SHARE:.0%} of the model's MACs"
-
-
-def _macs_by_node(model: ir.Model) -> dict[ir.Node, int]:
-    """MACs of each weight op of the main graph, as :func:`model_cost` counts them (unknown: 0).
-
-    Counted on a shaped clone whose nodes map back by position; a symbolic
-    batch is taken as 1, as :func:`model_cost` does, so shares of its total
-    come out right.
-    """
-    shaped = model.clone()
-    for value in shaped.graph.inputs:
-        if value.shape is not None and len(value.shape) > 0 and not isinstance(value.shape[0], int):
-            value.shape = ir.Shape([1, *list(value.shape)[1:]])
-    infer_shapes(shaped)
-    counts: dict[ir.Node, int] = {}
-    for node, twin in zip(model.graph, shaped.graph, strict=True):
-        op = weight_op(twin)
-        if op is not None:
-            counts[node] = op.macs(twin) or 0
-    return counts
 
 
 class _Run:
