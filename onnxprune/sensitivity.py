@@ -34,7 +34,6 @@ import dataclasses
 import glob
 import hashlib
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,7 +54,7 @@ from onnxprune.calibration import CalibrationData
 from onnxprune.executor import Executor, InProcess
 from onnxprune.latency_model import profile_layer_times
 from onnxprune.options import ChannelOptions
-from onnxprune.passes.channel_selection import group_names
+from onnxprune.passes.channel_selection import group_names, override_ratios, rounded_keep, unrounded_keep
 from onnxprune.passes.channels import ChannelPruningPass, channel_scores, resolved_importance
 from onnxprune.passes.layers import DriftMeter
 from onnxprune.progress import progress, silenced
@@ -159,7 +158,7 @@ def measure_sensitivity(
     with progress("scoring channels on the calibration data", quiet=quiet), silenced():
         probe.scores = channel_scores(model, options, calibration.fit)
     plans = _group_levels(model, options)
-    tasks = [(name, level_ratio) for name, _, _, ratios in plans for level_ratio in ratios]
+    tasks = [(name, (channels - keep) / channels) for name, _, channels, keeps in plans for keep in keeps]
     with progress(f"probing {len(plans)} channel group(s) at {len(tasks)} cut level(s)", total=len(tasks), quiet=quiet) as advance:
         outcomes = dict(zip(tasks, (executor or InProcess()).map(probe, tasks, advance)))
     original = model_cost(model, shapes=shapes)
@@ -167,11 +166,11 @@ def measure_sensitivity(
     with progress("profiling the original's layer times", quiet=quiet):
         times = profile_layer_times(model, shapes, threads)
     groups = []
-    for name, sources, channels, ratios in plans:
+    for name, sources, channels, keeps in plans:
         levels = []
-        for ratio in ratios:
+        for keep in keeps:
+            ratio = (channels - keep) / channels
             drift, macs, params, layers = outcomes[(name, ratio)]
-            keep = channels - math.floor(ratio * channels + 1e-9)
             saved_ms = times.saved_ms(original_layers, layers)
             levels.append(Level(keep, ratio, drift, original.macs - macs, original.params - params, saved_ms))
         groups.append(GroupSensitivity(name, sources, channels, levels))
@@ -189,35 +188,23 @@ def measure_sensitivity(
     return table
 
 
-def _group_levels(model: ir.Model, options: ChannelOptions) -> list[tuple[str, list[str], int, list[float]]]:
-    """Per prunable group not fixed by an override: its name, layer names, channel count and distinct level ratios."""
+def _group_levels(model: ir.Model, options: ChannelOptions) -> list[tuple[str, list[str], int, list[int]]]:
+    """Per prunable group not fixed by an override: its name, layer names, channel count and distinct kept counts."""
     channels = discover_channel_groups(model, options.exclude)
     names = group_names(channels)
-    fixed = _overridden(names, options)
+    fixed = override_ratios(channels, options)
     plans = []
     for group in range(channels.num_groups):
         units = np.flatnonzero(channels.group_of_unit == group)
         if group not in names or group in fixed or channels.unit_locked[units].all():
             continue
         size = len(units)
-        keeps = sorted({keep for fraction in LEVELS if (keep := _kept(size, fraction, options)) < size}, reverse=True)
+        kept = {rounded_keep(size, unrounded_keep(size, fraction), options) for fraction in LEVELS}
+        keeps = sorted((keep for keep in kept if keep < size), reverse=True)
         if keeps:
             sources = [source.node.name for source in channels.sources if source.node.name in names[group]]
-            plans.append((names[group][0], sources, size, [(size - keep) / size for keep in keeps]))
+            plans.append((names[group][0], sources, size, keeps))
     return plans
-
-
-def _overridden(names: Mapping[int, list[str]], options: ChannelOptions) -> set[int]:
-    patterns = [pattern for pattern, _ in options.ratio_overrides()]
-    return {group for group, group_names in names.items() if any(irx.matching_pattern(name, patterns) for name in group_names)}
-
-
-def _kept(size: int, fraction: float, options: ChannelOptions) -> int:
-    """The channels the pass keeps of ``size`` at ratio ``fraction`` (the selection's rounding)."""
-    keep = max(size - math.floor(fraction * size + 1e-9), min(size, options.min_channels))
-    if keep < size and options.round_to > 1:
-        keep = min(size, math.ceil(keep / options.round_to) * options.round_to)
-    return keep
 
 
 def _first_samples(batches: list[dict[str, np.ndarray]], count: int) -> list[dict[str, np.ndarray]]:

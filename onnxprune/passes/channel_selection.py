@@ -85,6 +85,19 @@ def override_ratios(channels: ChannelGraph, options: ChannelOptions) -> dict[int
     return matched
 
 
+def unrounded_keep(size: int, ratio: float) -> int:
+    """Channels left of ``size`` once ``ratio`` of them is removed, before rounding."""
+    return size - math.floor(ratio * size + 1e-9)
+
+
+def rounded_keep(size: int, keep: int, options: ChannelOptions) -> int:
+    """``keep`` raised to ``min_channels`` and up to a multiple of ``round_to`` (never above ``size``)."""
+    keep = max(keep, min(size, options.min_channels))
+    if keep < size and options.round_to > 1:
+        keep = min(size, math.ceil(keep / options.round_to) * options.round_to)
+    return keep
+
+
 def _dead_units(channels: ChannelGraph) -> np.ndarray:
     """Units whose every consumed position is a known constant that can be folded exactly."""
     dead = ~channels.unit_locked.copy()
@@ -178,7 +191,7 @@ class _Selection:
         for group, units in enumerate(self.group_units):
             gone = units[self.removed[units]]
             kept = len(units) - len(gone)
-            restore = self._keep_target(len(units), kept) - kept
+            restore = rounded_keep(len(units), kept, self.options) - kept
             if restore <= 0:
                 continue
             live = self._ordered(gone[~self.dead[gone]])[::-1]
@@ -223,12 +236,6 @@ class _Selection:
     def _ordered(self, units: np.ndarray) -> list[int]:
         return [int(unit) for unit in units[np.lexsort((units, self.scores[units]))]]
 
-    def _keep_target(self, size: int, keep: int) -> int:
-        keep = max(keep, min(size, self.options.min_channels))
-        if keep < size and self.options.round_to > 1:
-            keep = min(size, math.ceil(keep / self.options.round_to) * self.options.round_to)
-        return keep
-
     def _ratio(self, group: int) -> float:
         return self.overrides[group][0] if group in self.overrides else self.options.ratio
 
@@ -236,8 +243,8 @@ class _Selection:
         """``ratio`` of one group's channels, lowest scores first; says why (``why`` names the ratio) when the group keeps them all."""
         units = self.group_units[group]
         size = len(units)
-        wanted = size - math.floor(ratio * size + 1e-9)
-        keep = self._keep_target(size, wanted)
+        wanted = unrounded_keep(size, ratio)
+        keep = rounded_keep(size, wanted, self.options)
         self._remove_lowest(units, size - keep - int(np.count_nonzero(self.removed[units])))
         if self.removed[units].any():
             return
