@@ -198,17 +198,18 @@ def child_search(spec: dict[str, Any]) -> dict[str, Any]:
 
     model, calibration = Path(spec["model"]), Path(spec["calibration"])
     shapes = {name: tuple(dims) for name, dims in spec["shapes"].items()}
-    original_macs = fixed_shape_macs(onnxprune.load(model), shapes)
+    original_macs = onnxprune.model_cost(onnxprune.load(model), shapes=shapes).macs
     if spec["method"] == "onnxsim_wanda_ft":
         batches = calibration_batches(calibration, size=SEARCH_SAMPLES, limit=SEARCH_SAMPLES)
 
         def macs_ratio(knob: float) -> float:
-            return fixed_shape_macs(irx.from_proto(prune_onnxsim(model, knob, batches, finetune=False)), shapes) / original_macs
+            return onnxprune.model_cost(irx.from_proto(prune_onnxsim(model, knob, batches, finetune=False)), shapes=shapes).macs / original_macs
 
     else:
 
         def macs_ratio(knob: float) -> float:
-            return fixed_shape_macs(prune_onnxprune(model, knob, "onnxprune_l1", calibration, spec["round_to"]), shapes) / original_macs
+            pruned = prune_onnxprune(model, knob, "onnxprune_l1", calibration, spec["round_to"])
+            return onnxprune.model_cost(pruned, shapes=shapes).macs / original_macs
 
     return asdict(bisect_knob(macs_ratio, spec["target"]))
 
@@ -265,33 +266,6 @@ def last_error_line(stderr: str) -> str:
 def input_shapes(calibration: Path) -> Shapes:
     """Each input's calibration shape with batch 1: the concrete shape that MACs are counted and models timed at."""
     return {name: (1, *array.shape[1:]) for name, array in load_npz(calibration).items()}
-
-
-def fixed_shape_macs(model: Any, shapes: Mapping[str, tuple[int, ...]]) -> int:
-    """MACs of ``model`` (an ``ir.Model``, left untouched) with its inputs fixed to ``shapes``."""
-    return fixed_shape_cost(model, shapes).macs
-
-
-def fixed_shape_cost(model: Any, shapes: Mapping[str, tuple[int, ...]]) -> Any:
-    """``onnxprune.model_cost`` of ``model`` (an ``ir.Model``, left untouched) with its inputs fixed to ``shapes``.
-
-    Intermediate shapes are dropped before counting: the exporter's symbolic
-    ones (or a pruner's stale ones) would otherwise be merged into inference
-    instead of being recomputed from the concrete inputs.
-    """
-    import onnx_ir as ir
-
-    import onnxprune
-
-    copy = model.clone()
-    for value in copy.graph.inputs:
-        if value.name in shapes:
-            value.shape = ir.Shape(shapes[value.name])
-    for node in copy.graph:
-        for output in node.outputs:
-            if not output.is_graph_output():
-                output.shape = None
-    return onnxprune.model_cost(copy)
 
 
 @dataclass
@@ -418,7 +392,7 @@ def measure(task: Task, rows: list[Row], shapes: Shapes, runs: int) -> None:
     import onnxprune
 
     original = onnxprune.load(task.model)
-    original_cost = fixed_shape_cost(original, shapes)
+    original_cost = onnxprune.model_cost(original, shapes=shapes)
     original_macs = original_cost.macs
     rows[0].macs, rows[0].macs_ratio, rows[0].metrics = original_macs, 1.0, task.evaluate(task.model)
     rows[0].elementwise_ratio, rows[0].unknown_shape_nodes = 1.0, len(original_cost.unknown_shape_nodes)
@@ -429,7 +403,7 @@ def measure(task: Task, rows: list[Row], shapes: Shapes, runs: int) -> None:
             continue
         try:
             model = onnxprune.load(REPO / row.path)
-            cost = fixed_shape_cost(model, shapes)
+            cost = onnxprune.model_cost(model, shapes=shapes)
             row.macs, row.macs_ratio, row.unknown_shape_nodes = cost.macs, cost.macs / original_macs, len(cost.unknown_shape_nodes)
             row.elementwise_ratio = cost.elementwise_ops / max(original_cost.elementwise_ops, 1)
             row.metrics = task.evaluate(REPO / row.path)
