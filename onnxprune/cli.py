@@ -24,10 +24,8 @@ from onnxprune.bench import benchmark
 from onnxprune.calibration import load_calibration
 from onnxprune.config import COMMAND_LINE, OPTIONS, PruneConfig, load_config_file
 from onnxprune.errors import InputError, OnnxPruneError, first_line
-from onnxprune.executor import executor_for
 from onnxprune.option_spec import Option, OptionFamily
-from onnxprune.options import ChannelOptions, TargetOptions
-from onnxprune.pipeline import prune
+from onnxprune.pipeline import prune, sensitivity_table
 from onnxprune.plots import plot_sensitivity, plot_tradeoff
 from onnxprune.report import (
     inspect_data,
@@ -39,7 +37,6 @@ from onnxprune.report import (
     render_validation,
     write_json,
 )
-from onnxprune.sensitivity import default_cache_dir, measure_sensitivity
 from onnxprune.simplify import simplify
 from onnxprune.tradeoff import tradeoff_curve
 from onnxprune.validate import InputSource, validate
@@ -198,9 +195,7 @@ def _sensitivity(arguments: argparse.Namespace, console: Console) -> int:
     original = irx.load(arguments.model)
     model = simplify(irx.copy_model(original))[0] if config.simplify else original
     calibration = load_calibration(config.calibration, model, labels=config.labels)
-    targets = config.options(TargetOptions)
-    cache = targets.sensitivity_cache or default_cache_dir()
-    table = measure_sensitivity(model, config.options(ChannelOptions), calibration, executor_for(targets.jobs), cache, arguments.json, config.threads)
+    table = sensitivity_table(model, config, calibration, quiet=arguments.json)
     data: dict[str, Any] = {"model": arguments.model, "sensitivity": table.to_dict(), "cached": table.cached}
     if arguments.curve:
         data["curve"] = tradeoff_curve(arguments.model, original, config, calibration, quiet=arguments.json)

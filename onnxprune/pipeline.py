@@ -37,7 +37,7 @@ from onnxprune.passes.cleanup import CleanupPass
 from onnxprune.passes.layers import LayerBypassPass
 from onnxprune.passes.weights import WeightPruningPass
 from onnxprune.progress import progress, silenced
-from onnxprune.sensitivity import default_cache_dir, measure_sensitivity
+from onnxprune.sensitivity import SensitivityTable, default_cache_dir, measure_sensitivity
 from onnxprune.simplify import simplify
 from onnxprune.sparse import compressed_size, to_sparse_initializers
 from onnxprune.target import TOLERANCE, TargetOutcome, reach_target
@@ -248,11 +248,17 @@ def _aim_at_target(
     if config.channel_ratio or config.channel_global:
         raise InputError(f"--target-{kind} chooses how many channels each group keeps: drop --channel-ratio/--channel-global")
     channel_options = config.options(ChannelOptions)
-    cache = targets.sensitivity_cache or default_cache_dir()
-    table = measure_sensitivity(candidate, channel_options, calibration, executor_for(targets.jobs), cache, quiet, threads=config.threads)
+    table = sensitivity_table(candidate, config, calibration, quiet)
     outcome = reach_target(candidate, table, channel_options, targets, config.options(TimingOptions), shapes, quiet)
     overrides = tuple(config.channel_override) + outcome.overrides()
     return PruneConfig.from_mapping({**config.values, "channel_override": overrides}), outcome
+
+
+def sensitivity_table(model: ir.Model, config: PruneConfig, calibration: CalibrationData, quiet: bool = False) -> SensitivityTable:
+    """``model``'s sensitivity under the config's channel options, jobs, cache folder and timing threads."""
+    targets = config.options(TargetOptions)
+    cache = targets.sensitivity_cache or default_cache_dir()
+    return measure_sensitivity(model, config.options(ChannelOptions), calibration, executor_for(targets.jobs), cache, quiet, threads=config.threads)
 
 
 def _target_record(outcome: TargetOutcome, macs_ratio: float, params_ratio: float, timings: list[Timing] | None) -> dict[str, Any]:
