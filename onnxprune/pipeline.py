@@ -82,6 +82,7 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
         source_path = Path(model)
         original = irx.load(source_path)
     calibration = _calibration(original, config, in_memory)
+    # Symbolic dims fixed as the user or the data says, for MAC counts and timing alike.
     cost_shapes = config.input_shapes() or (calibration.shapes_of_one_sample(original) if calibration is not None else {})
     original_cost = model_cost(original, source_path, shapes=cost_shapes)
     candidate = irx.copy_model(original)
@@ -109,7 +110,7 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
         else None
     )
     validation = _validate(original, candidate, config, calibration, quiet) if config.validate else None
-    timings = _time(original, candidate, config, calibration, quiet) if config.bench else None
+    timings = _time(original, candidate, config, cost_shapes, quiet) if config.bench else None
     macs_ratio = pruned_cost.macs / original_cost.macs if original_cost.macs else 1.0
     gates = evaluate_gates(config, validation, timings[1].speedup if timings else None, macs_ratio)
 
@@ -345,13 +346,13 @@ def _validate(original: ir.Model, candidate: ir.Model, config: PruneConfig, cali
         return validate(original, candidate, source, rtol=config.rtol, atol=config.atol)
 
 
-def _time(original: ir.Model, candidate: ir.Model, config: PruneConfig, calibration: CalibrationData | None, quiet: bool) -> list[Timing]:
+def _time(original: ir.Model, candidate: ir.Model, config: PruneConfig, shapes: dict[str, tuple[int, ...]], quiet: bool) -> list[Timing]:
     return benchmark(
         [original, candidate],
         runs=config.runs,
         warmup=config.warmup,
         threads=config.threads,
         seed=config.seed,
-        shapes=config.input_shapes() or (calibration.shapes_of_one_sample(original) if calibration is not None else {}),
+        shapes=shapes,
         quiet=quiet,
     )
