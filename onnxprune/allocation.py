@@ -1,26 +1,30 @@
-"""Per-group cut levels chosen jointly: the least predicted drift for each amount saved.
+"""Per-group cut levels and layer bypasses chosen jointly: the least predicted drift for each amount saved.
 
 From a :class:`~onnxprune.sensitivity.SensitivityTable`, greedily: starting
-with nothing cut, take the move (one group to one of its deeper levels) that
-adds the least drift per unit of the resource it saves (MACs, parameters, or
-modelled milliseconds for a speed target), until every group is at its
-deepest level.  The sequence of allocations this passes through
+with nothing cut, take the move that adds the least drift per unit of the
+resource it saves (MACs, parameters, or modelled milliseconds for a speed
+target), until no move is left.  A move is one group to one of its deeper
+levels, or one bypass candidate.  A bypass and a cut of a group it removes a
+layer of exclude each other, and so do two bypasses that remove a common
+node: once one is taken the other is off the table, so the allocation never
+holds both.  The sequence of allocations this passes through
 is the *path*; a target is met by searching along it
 (:mod:`onnxprune.target`), so a stricter target always cuts a superset of
 what a looser one cuts.
 
-Drift is predicted as the sum of the groups' measured drifts (cuts in
-different groups are assumed to add up, which over-estimates more often
+Drift is predicted as the sum of the moves' measured drifts (cuts in
+different places are assumed to add up, which over-estimates more often
 than not once each is refit).  A move may jump over a level: drift measured
 per level is not always convex in the cut.
 """
 
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass, field
 from typing import Literal
 
-from onnxprune.sensitivity import GroupSensitivity, Level, SensitivityTable, exact_override
+from onnxprune.sensitivity import BypassSensitivity, GroupSensitivity, Level, SensitivityTable, exact_override
 
 Resource = Literal["macs", "params", "latency"]
 
@@ -30,47 +34,95 @@ _TINY_DRIFT = 1e-12
 
 @dataclass(frozen=True)
 class Allocation:
-    """The level chosen per group (groups absent keep every channel)."""
+    """The level chosen per group (groups absent keep every channel) and the bypasses chosen."""
 
     levels: dict[str, Level] = field(default_factory=dict)
+    bypasses: dict[str, BypassSensitivity] = field(default_factory=dict)
 
     @property
     def predicted_drift(self) -> float:
-        return sum(level.drift for level in self.levels.values())
+        return sum(level.drift for level in self.levels.values()) + sum(bypass.drift for bypass in self.bypasses.values())
 
     def saved(self, resource: Resource) -> float:
-        """The resource the chosen levels save, summed over groups."""
-        return sum(_saving(level, resource) for level in self.levels.values())
+        """The resource the chosen levels and bypasses save, summed."""
+        moves: list[Level | BypassSensitivity] = [*self.levels.values(), *self.bypasses.values()]
+        return sum(_saving(move, resource) for move in moves)
 
     def overrides(self) -> tuple[str, ...]:
-        """Channel overrides that apply exactly this allocation (each names one layer)."""
+        """Channel overrides that apply exactly this allocation's cuts (each names one layer)."""
         return tuple(exact_override(name, level.ratio) for name, level in sorted(self.levels.items()))
+
+    def bypass_patterns(self) -> tuple[str, ...]:
+        """Layer-pass ``bypass`` patterns that select exactly this allocation's bypasses (glob characters escaped)."""
+        return tuple(glob.escape(name) for name in sorted(self.bypasses))
+
+    def with_level(self, name: str, level: Level | None) -> Allocation:
+        """This allocation with group ``name`` at ``level`` (None: the group keeps every channel)."""
+        levels = {other: chosen for other, chosen in self.levels.items() if other != name}
+        if level is not None:
+            levels[name] = level
+        return Allocation(levels, self.bypasses)
 
     def to_dict(self) -> dict[str, object]:
         return {
             "predicted_drift": self.predicted_drift,
             "groups": {name: {"keep": level.keep, "ratio": level.ratio, "drift": level.drift} for name, level in sorted(self.levels.items())},
+            "bypasses": {
+                name: {"kind": bypass.kind, "drift": bypass.drift, "macs_saved": bypass.macs_saved} for name, bypass in sorted(self.bypasses.items())
+            },
         }
 
 
-def allocation_path(table: SensitivityTable, resource: Resource = "macs") -> list[Allocation]:
-    """Every allocation of the greedy search, from nothing cut to every group at its deepest level."""
+def allocation_path(table: SensitivityTable, resource: Resource = "macs", bypasses: bool = True) -> list[Allocation]:
+    """Every allocation of the greedy search, from nothing cut until no move is left (``bypasses``: may bypass too)."""
     groups = {group.name: group for group in table.groups}
+    candidates = {bypass.name: bypass for bypass in table.bypasses} if bypasses else {}
     current: dict[str, int] = {}  # group name -> index of its chosen level
+    chosen: dict[str, BypassSensitivity] = {}
     path = [Allocation()]
     while True:
-        move = _best_move(groups, current, resource)
-        if move is None:
+        move = _best_move(groups, current, resource, chosen)
+        bypass = _best_bypass({name: c for name, c in candidates.items() if _allowed(c, current, chosen)}, resource)
+        if move is None and bypass is None:
             return path
-        name, index = move
-        current[name] = index
-        path.append(Allocation({group: groups[group].levels[level] for group, level in current.items()}))
+        if bypass is not None and (move is None or bypass[0] < move[0]):
+            chosen[bypass[1]] = candidates[bypass[1]]
+        elif move is not None:
+            current[move[1]] = move[2]
+        path.append(Allocation({group: groups[group].levels[level] for group, level in current.items()}, dict(chosen)))
 
 
-def _best_move(groups: dict[str, GroupSensitivity], current: dict[str, int], resource: Resource) -> tuple[str, int] | None:
-    """The (group, level index) adding the least drift per unit saved; None when no move saves anything."""
-    best: tuple[float, float, str, int] | None = None
+def _allowed(bypass: BypassSensitivity, current: dict[str, int], chosen: dict[str, BypassSensitivity]) -> bool:
+    """Whether ``bypass`` may join: not chosen yet, none of the groups it conflicts with cut, no node shared with a chosen bypass."""
+    if bypass.name in chosen or any(group in current for group in bypass.conflicts):
+        return False
+    removed = set(bypass.removed)
+    return not any(removed.intersection(other.removed) for other in chosen.values())
+
+
+def _best_bypass(candidates: dict[str, BypassSensitivity], resource: Resource) -> tuple[tuple[float, float, str], str] | None:
+    """The candidate adding the least drift per unit saved, with its sort key; None when none saves anything."""
+    keys = [
+        ((max(bypass.drift, _TINY_DRIFT) / gain, -gain, name), name)
+        for name, bypass in candidates.items()
+        for gain in [_saving(bypass, resource)]
+        if gain > 0
+    ]
+    return min(keys, default=None)
+
+
+def _best_move(
+    groups: dict[str, GroupSensitivity], current: dict[str, int], resource: Resource, chosen: dict[str, BypassSensitivity]
+) -> tuple[tuple[float, float, str], str, int] | None:
+    """The (sort key, group, level index) adding the least drift per unit saved; None when no move saves anything.
+
+    Groups a chosen bypass conflicts with are not moved.
+    """
+    blocked = {group for bypass in chosen.values() for group in bypass.conflicts}
+    best: tuple[tuple[float, float, str], str, int] | None = None
     for name, group in groups.items():
+        if name in blocked:
+            continue
         at = current.get(name, -1)
         drift_now = group.levels[at].drift if at >= 0 else 0.0
         saved_now = _saving(group.levels[at], resource) if at >= 0 else 0.0
@@ -79,13 +131,13 @@ def _best_move(groups: dict[str, GroupSensitivity], current: dict[str, int], res
             if gain <= 0:
                 continue
             cost = max(group.levels[index].drift - drift_now, _TINY_DRIFT)
-            key = (cost / gain, -gain, name, index)
+            key = ((cost / gain, -gain, name), name, index)
             if best is None or key < best:
                 best = key
-    return None if best is None else (best[2], best[3])
+    return best
 
 
-def _saving(level: Level, resource: Resource) -> float:
+def _saving(move: Level | BypassSensitivity, resource: Resource) -> float:
     if resource == "latency":
-        return level.latency_saved_ms
-    return level.macs_saved if resource == "macs" else level.params_saved
+        return move.latency_saved_ms
+    return move.macs_saved if resource == "macs" else move.params_saved

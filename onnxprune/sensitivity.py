@@ -23,6 +23,17 @@ count are probed once.  The data-driven scores are computed once for all
 probes.  Probes are independent and run through an
 :class:`~onnxprune.executor.Executor`.
 
+Each bypass candidate (:mod:`onnxprune.analysis.layer_candidates`: a
+shape-preserving layer or a residual branch) that saves at least
+:data:`~onnxprune.passes.layers.MIN_MACS_SHARE` of the MACs is probed the
+same way: removed alone, as the layer pass removes it, with the first weight
+layers after it refit (the estimate the channel probes make too), and
+measured the same.  Cheaper candidates are not probed: an activation or a
+normalisation buys no speed for the harm it does.  A bypass that removes a
+pruned layer of a channel group conflicts with cutting that group (the
+allocation takes one or the other); one that removes a layer an override or
+``exclude`` names is not probed (the user's choice stands).
+
 A table is cached on disk under a key of the model's bytes, the calibration
 arrays and every option that changes a probe, so asking for another target
 on the same model and data re-uses it.
@@ -33,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Mapping
@@ -48,27 +60,38 @@ from onnx_ir.passes import common as common_passes
 
 from onnxprune import ir as irx
 from onnxprune import runtime
-from onnxprune.analysis.cost import layer_macs, model_cost
+from onnxprune.analysis.cost import layer_macs, macs_by_node, model_cost
 from onnxprune.analysis.dependency_walk import discover_channel_groups
+from onnxprune.analysis.layer_candidates import bypass_name, find_bypass_candidates
+from onnxprune.analysis.weight_ops import weight_op
 from onnxprune.calibration import CalibrationData
 from onnxprune.executor import Executor, InProcess
 from onnxprune.latency_model import profile_layer_times
 from onnxprune.options import ChannelOptions
 from onnxprune.passes.channel_selection import group_names, override_ratios, rounded_keep, unrounded_keep
 from onnxprune.passes.channels import ChannelPruningPass, channel_scores, resolved_importance
-from onnxprune.passes.layers import DriftMeter
+from onnxprune.passes.layers import MIN_MACS_SHARE, DriftMeter, apply_bypass
 from onnxprune.progress import progress, silenced
+from onnxprune.reconstruct.refit import refit_changed_layers
 
-LEVELS = (0.25, 0.5, 0.75)
-"""Fractions of a group's channels probed; the allocation may only choose among these (and 0)."""
+LEVELS = (0.25, 0.5, 0.75, 0.875)
+"""Fractions of a group's channels probed; the allocation chooses among these (and 0), the target search also between them.
+
+0.875 is there for aggressive targets: with 0.75 the deepest cut of PP-OCR cls left 0.343 of its MACs, so
+``--target-macs 0.286`` was out of reach.  It costs at most one probe per group (levels that round to the same
+count are probed once)."""
 
 PROBE_FIT_SAMPLES = 32
 """Calibration samples a probe refits on (the first of the fit part).  A probe compares cuts, it does
 not ship: measured on PP-OCR cls, 32 samples gave each probe's drift within ~25% of what all 192 gave
 (same ranking of the groups) in a third of the time."""
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 """Bumped whenever a probe's method changes, so older cached tables are not reused."""
+
+CHANNELS, BYPASS = "channels", "bypass"
+_Task = tuple[str, str, float]
+"""A probe: (CHANNELS, group name, ratio) or (BYPASS, candidate name, 0.0)."""
 
 DRIFT_METRIC = "max over graph outputs of ||y' - y||_2 / ||y||_2 on the held-out calibration samples"
 
@@ -96,6 +119,46 @@ class GroupSensitivity:
     channels: int
     levels: list[Level]
 
+    def at(self, keep: int) -> Level | None:
+        """The group cut to ``keep`` channels, interpolated between the probed levels around it; None beyond the deepest.
+
+        Linear because the MACs and parameters of the layers a group touches
+        are linear in its channel count; drift is not, but between two
+        measured points a straight line is the least-assuming guess.
+        """
+        points = [Level(self.channels, 0.0, 0.0, 0, 0, 0.0), *self.levels]
+        for upper, lower in itertools.pairwise(points):
+            if keep == lower.keep:
+                return lower
+            if lower.keep < keep < upper.keep:
+                share = (upper.keep - keep) / (upper.keep - lower.keep)
+                return Level(
+                    keep,
+                    (self.channels - keep) / self.channels,
+                    upper.drift + share * (lower.drift - upper.drift),
+                    round(upper.macs_saved + share * (lower.macs_saved - upper.macs_saved)),
+                    round(upper.params_saved + share * (lower.params_saved - upper.params_saved)),
+                    upper.latency_saved_ms + share * (lower.latency_saved_ms - upper.latency_saved_ms),
+                )
+        return None
+
+
+@dataclass(frozen=True)
+class BypassSensitivity:
+    """A bypass candidate (a layer or a residual branch) removed alone: what it costs and saves."""
+
+    name: str
+    """The layer pass's name for it (``bypass`` selects it by this name)."""
+    kind: str
+    removed: list[str]
+    """Every node the bypass removes."""
+    conflicts: list[str]
+    """Probed channel groups with a pruned layer among ``removed``: cutting one of them and this bypass exclude each other."""
+    drift: float
+    macs_saved: int
+    params_saved: int
+    latency_saved_ms: float
+
 
 @dataclass
 class SensitivityTable:
@@ -110,6 +173,7 @@ class SensitivityTable:
     samples: dict[str, int]
     """``fit`` and ``held_out`` sample counts of the calibration data probed with."""
     importance: str
+    bypasses: list[BypassSensitivity] = field(default_factory=list)
     metric: str = DRIFT_METRIC
     cached: bool = field(default=False, compare=False)
     """Whether this table came from the cache (not stored in it)."""
@@ -126,8 +190,9 @@ class SensitivityTable:
             GroupSensitivity(group["name"], list(group["sources"]), int(group["channels"]), [Level(**level) for level in group["levels"]])
             for group in record["groups"]
         ]
+        bypasses = [BypassSensitivity(**bypass) for bypass in record.get("bypasses", [])]
         fields = {key: record[key] for key in ("macs", "params", "latency_ms", "shapes", "samples", "importance", "metric")}
-        return cls(groups=groups, **fields)
+        return cls(groups=groups, bypasses=bypasses, **fields)
 
 
 def measure_sensitivity(
@@ -157,23 +222,27 @@ def measure_sensitivity(
     probe = _Probe(irx.to_proto(model).SerializeToString(), options, probe_fit, calibration.held_out, shapes)
     with progress("scoring channels on the calibration data", quiet=quiet), silenced():
         probe.scores = channel_scores(model, options, calibration.fit)
-    plans = _group_levels(model, options)
-    tasks = [(name, (channels - keep) / channels) for name, _, channels, keeps in plans for keep in keeps]
-    with progress(f"probing {len(plans)} channel group(s) at {len(tasks)} cut level(s)", total=len(tasks), quiet=quiet) as advance:
-        outcomes = dict(zip(tasks, (executor or InProcess()).map(probe, tasks, advance)))
     original = model_cost(model, shapes=shapes)
+    plans = _group_levels(model, options)
+    bypasses = _bypass_plans(model, options, shapes, original.macs, plans)
+    tasks = [(CHANNELS, name, (channels - keep) / channels) for name, _, channels, keeps in plans for keep in keeps]
+    tasks += [(BYPASS, name, 0.0) for name, *_ in bypasses]
+    label = f"probing {len(plans)} channel group(s) at {len(tasks) - len(bypasses)} cut level(s) and {len(bypasses)} bypass(es)"
+    with progress(label, total=len(tasks), quiet=quiet) as advance:
+        outcomes = dict(zip(tasks, (executor or InProcess()).map(probe, tasks, advance)))
     original_layers = layer_macs(model, shapes)
     with progress("profiling the original's layer times", quiet=quiet):
         times = profile_layer_times(model, shapes, threads)
+
+    def saved(task: _Task) -> tuple[float, int, int, float]:
+        """Drift, MACs, parameters and modelled ms saved (a layer a probe no longer has saves all its time)."""
+        drift, macs, params, layers = outcomes[task]
+        return drift, original.macs - macs, original.params - params, times.saved_ms(original_layers, {**dict.fromkeys(original_layers, 0), **layers})
+
     groups = []
     for name, sources, channels, keeps in plans:
-        levels = []
-        for keep in keeps:
-            ratio = (channels - keep) / channels
-            drift, macs, params, layers = outcomes[(name, ratio)]
-            saved_ms = times.saved_ms(original_layers, layers)
-            levels.append(Level(keep, ratio, drift, original.macs - macs, original.params - params, saved_ms))
-        groups.append(GroupSensitivity(name, sources, channels, levels))
+        ratios = [(keep, (channels - keep) / channels) for keep in keeps]
+        groups.append(GroupSensitivity(name, sources, channels, [Level(keep, ratio, *saved((CHANNELS, name, ratio))) for keep, ratio in ratios]))
     table = SensitivityTable(
         groups=groups,
         macs=original.macs,
@@ -182,6 +251,7 @@ def measure_sensitivity(
         shapes={name: list(shape) for name, shape in shapes.items()},
         samples={"fit": calibration.fit_samples, "held_out": calibration.held_out_samples},
         importance=resolved_importance(options, calibration.fit),
+        bypasses=[BypassSensitivity(name, kind, removed, conflicts, *saved((BYPASS, name, 0.0))) for name, kind, removed, conflicts in bypasses],
     )
     if cache is not None:
         _write_atomically(cache, json.dumps(table.to_dict()))
@@ -205,6 +275,51 @@ def _group_levels(model: ir.Model, options: ChannelOptions) -> list[tuple[str, l
             sources = [source.node.name for source in channels.sources if source.node.name in names[group]]
             plans.append((names[group][0], sources, size, keeps))
     return plans
+
+
+def _bypass_plans(
+    model: ir.Model, options: ChannelOptions, shapes: Mapping[str, tuple[int, ...]], total_macs: int, plans: list[tuple[str, list[str], int, list[int]]]
+) -> list[tuple[str, str, list[str], list[str]]]:
+    """Per bypass candidate worth probing: its name, kind, the nodes it removes and the probed groups it conflicts with.
+
+    Worth probing: it saves at least :data:`MIN_MACS_SHARE` of ``total_macs``
+    (the layer pass's own floor for automatic bypass) and removes no layer
+    that an override fixes or ``exclude`` names.
+    """
+    if total_macs <= 0:
+        return []
+    channels = discover_channel_groups(model, options.exclude)
+    names = group_names(channels)
+    fixed = {name for group in override_ratios(channels, options) for name in names[group]}
+    sources = {name: set(layers) for name, layers, _, _ in plans}
+    macs = macs_by_node(model, shapes)
+    rows = []
+    for candidate in find_bypass_candidates(model)[0]:
+        removed = {node.name for node in candidate.nodes if node.name}
+        if sum(macs.get(node, 0) for node in candidate.nodes) < MIN_MACS_SHARE * total_macs:
+            continue
+        if removed & fixed or any(irx.matching_pattern(name, options.exclude) for name in removed):
+            continue
+        conflicts = [name for name, layers in sources.items() if layers & removed]
+        rows.append((candidate.name, candidate.kind, [bypass_name(node) for node in candidate.nodes], conflicts))
+    return rows
+
+
+def _next_layers(nodes: set[ir.Node]) -> set[ir.Node]:
+    """The first weight layers at or after ``nodes`` (through activations, pooling, merges): what a quick refit repairs."""
+    found: set[ir.Node] = set()
+    seen: set[ir.Node] = set()
+    pending = list(nodes)
+    while pending:
+        node = pending.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if weight_op(node) is not None:
+            found.add(node)
+        else:
+            pending.extend(use.node for value in node.outputs for use in value.uses())
+    return found
 
 
 def _first_samples(batches: list[dict[str, np.ndarray]], count: int) -> list[dict[str, np.ndarray]]:
@@ -244,14 +359,29 @@ class _Probe:
     def _meter(self) -> DriftMeter:
         return DriftMeter(self._model, self.held_out)
 
-    def __call__(self, task: tuple[str, float]) -> tuple[float, int, int, dict[str, int]]:
-        name, ratio = task
-        options = dataclasses.replace(self.options, overrides=(exact_override(name, ratio),))
+    def __call__(self, task: _Task) -> tuple[float, int, int, dict[str, int]]:
+        kind, name, ratio = task
         with silenced():
-            pruned = ChannelPruningPass(options, calibration=self.fit, scores=self.scores, quick_refit=True)(self._model.clone()).model
+            pruned = self._cut(name, ratio) if kind == CHANNELS else self._bypassed(name)
         common_passes.RemoveUnusedNodesPass()(pruned)  # refit layers leave their old weights behind until then
         cost = model_cost(pruned, shapes=self.shapes)
         return self._meter.drift(pruned), cost.macs, cost.params, layer_macs(pruned, self.shapes)
+
+    def _cut(self, name: str, ratio: float) -> ir.Model:
+        """A copy with the group of layer ``name`` cut by ``ratio``, as the channel pass cuts it (quick refit)."""
+        options = dataclasses.replace(self.options, overrides=(exact_override(name, ratio),))
+        return ChannelPruningPass(options, calibration=self.fit, scores=self.scores, quick_refit=True)(self._model.clone()).model
+
+    def _bypassed(self, name: str) -> ir.Model:
+        """A copy with candidate ``name`` bypassed and, with ``reconstruct``, the first layers after it refit."""
+        model = self._model.clone()
+        candidate = next(found for found in find_bypass_candidates(model)[0] if found.name == name)
+        original_node = dict(zip(model.graph, self._model.graph))
+        rewired = {use.node for use in candidate.output.uses()}
+        apply_bypass(model.graph, candidate)
+        if self.options.reconstruct and self.fit:
+            refit_changed_layers(self._model, model, original_node, _next_layers(rewired), self.fit, rewired=rewired, edited_only=True)
+        return model
 
 
 def default_cache_dir() -> Path:

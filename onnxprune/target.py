@@ -6,20 +6,28 @@
    each step cuts more, choosing the cheapest drift per MAC, parameter, or
    (for a speedup) modelled millisecond saved.
 3. Bisect the path for the first allocation that meets the target, each
-   candidate built as an architecture only (channels chosen by L1, no
-   refit: which channels go does not change its cost) and measured: MACs at
-   the calibration data's input shape, parameters, or onnxruntime latency
-   against the original (interleaved, on the timing options' threads, with
-   at least ``--runs`` runs and enough to fill half a second per model, so
-   that a sub-millisecond model's search is not steered by timer noise).  For
-   MAC and parameter targets channels are then given back, ``round_to`` at
-   a time to the group where that keeps the result closest under the
-   target, so it lands just under the target rather than a whole level
-   beyond it.
+   candidate built as an architecture only (bypasses applied, channels
+   chosen by L1, no refit: which channels go does not change its cost) and
+   measured: MACs at the calibration data's input shape, parameters, or
+   onnxruntime latency against the original (interleaved, on the timing
+   options' threads, with at least ``--runs`` runs and enough to fill half
+   a second per model, so that a sub-millisecond model's search is not
+   steered by timer noise).
+4. For MAC and parameter targets, settle: the path moves whole levels, which
+   on a small model overshoots by a tenth of its MACs, so per-group channel
+   counts are moved on the ``round_to`` grid, in both directions, one group
+   or two at a time (combinations across groups step finer than any one
+   group): each round predicts every such change from the table, measures
+   the most promising and takes the measured one that stays under the
+   target and closest to it (the least predicted drift among those within
+   the tolerance).  When nothing found at ``round_to`` lands within
+   :data:`TOLERANCE`, the outcome says what is reachable nearest, below and
+   above, and the run fails: a finer ``--round-to`` reaches closer.
 
-The chosen allocation becomes exact channel overrides for the channel pass,
-which then runs as usual (data-driven selection and refit), so the
-report, validation and gates are those of any other run.
+The chosen allocation becomes exact channel overrides and by-name bypasses
+for the layer and channel passes, which then run as usual (data-driven
+selection and refit), so the report, validation and gates are those of any
+other run.
 """
 
 from __future__ import annotations
@@ -35,11 +43,14 @@ from onnx_ir.passes import common as common_passes
 
 from onnxprune.allocation import Allocation, Resource, allocation_path
 from onnxprune.analysis.cost import model_cost
+from onnxprune.analysis.layer_candidates import RESIDUAL, find_bypass_candidates
 from onnxprune.bench import benchmark
 from onnxprune.options import ChannelOptions, TargetOptions, TimingOptions
+from onnxprune.passes.channel_selection import rounded_keep
 from onnxprune.passes.channels import ChannelPruningPass
+from onnxprune.passes.layers import apply_bypass
 from onnxprune.progress import progress, silenced
-from onnxprune.sensitivity import GroupSensitivity, Level, SensitivityTable
+from onnxprune.sensitivity import BypassSensitivity, GroupSensitivity, Level, SensitivityTable
 
 SEARCH_SECONDS_PER_MODEL = 0.5
 """Timed run time per model and candidate in a speed search: a 0.1 ms model gets thousands of runs, a slow one ``--runs``."""
@@ -47,8 +58,11 @@ SEARCH_SECONDS_PER_MODEL = 0.5
 MAX_SEARCH_RUNS = 2000
 
 TOLERANCE = 0.03
-"""A MAC or parameter target is reached within this share above it; a speedup target within this share below it
+"""A MAC or parameter target is reached within this share of it, either side; a speedup target within this share below it
 (run-to-run timing noise on a shared CPU is of this order)."""
+
+PROPOSALS_MEASURED = 6
+"""Per settling round, how many proposed allocations are measured (the best by their predicted value)."""
 
 
 @dataclass
@@ -63,6 +77,8 @@ class TargetOutcome:
     searched: list[tuple[int, float]] = field(default_factory=list)
     """(path index, measured value) of every allocation tried, in order."""
     path_length: int = 0
+    note: str | None = None
+    """Why the target could not be met, in terms of what was reachable."""
 
     def overrides(self) -> tuple[str, ...]:
         return self.allocation.overrides()
@@ -75,6 +91,7 @@ class TargetOutcome:
             "met_in_search": self.met,
             "tolerance": TOLERANCE,
             "path_length": self.path_length,
+            "note": self.note,
             "searched": [{"index": index, "value": value} for index, value in self.searched],
             "allocation": self.allocation.to_dict(),
         }
@@ -88,14 +105,16 @@ def reach_target(
     timing: TimingOptions,
     shapes: dict[str, tuple[int, ...]],
     quiet: bool = False,
+    bypasses: bool = True,
 ) -> TargetOutcome:
-    """Search the allocation path of ``table`` for the first allocation that meets ``targets`` on ``model``."""
+    """Search the allocation path of ``table`` for the first allocation that meets ``targets`` on ``model`` (``bypasses``: may bypass)."""
     kind, asked = targets.asked()
     resource: Resource = "params" if kind == "params" else "macs" if kind == "macs" else "latency"
-    path = allocation_path(table, resource)
+    path = allocation_path(table, resource, bypasses)
     measure = _measure(kind, model, channel_options, timing, shapes, table)
     meets = (lambda value: value >= asked) if kind == "speedup" else (lambda value: value <= asked)
     searched: list[tuple[int, float]] = []
+    note: str | None
 
     def value_at(index: int, allocation: Allocation | None = None) -> float:
         value = measure(allocation or path[index])
@@ -105,7 +124,8 @@ def reach_target(
     with progress(f"searching {len(path)} allocations for {kind} {asked:g}", quiet=quiet), silenced():
         deepest = value_at(len(path) - 1)
         if not meets(deepest):
-            return TargetOutcome(kind, asked, deepest, False, path[-1], searched, len(path))
+            note = f"the deepest cut the sensitivity table allows reaches {deepest:.3f}"
+            return TargetOutcome(kind, asked, deepest, False, path[-1], searched, len(path), note)
         low, high, reached = 0, len(path) - 1, deepest
         while low < high:
             middle = (low + high) // 2
@@ -114,68 +134,139 @@ def reach_target(
                 high, reached = middle, value
             else:
                 low = middle + 1
-        chosen = path[high]
-        if kind != "speedup":
-            chosen, reached = _give_back(chosen, reached, asked, table, channel_options.round_to, lambda candidate: value_at(high, candidate))
-    return TargetOutcome(kind, asked, reached, True, chosen, searched, len(path))
+        if kind == "speedup":
+            return TargetOutcome(kind, asked, reached, True, path[high], searched, len(path))
+        settled = _Settling(asked, table, channel_options, resource, lambda candidate: value_at(high, candidate))
+        chosen, reached = settled.walk(path[high], reached)
+    note = None if settled.lands(reached) else settled.unreachable(reached)
+    return TargetOutcome(kind, asked, reached, note is None, chosen, searched, len(path), note)
 
 
-def _give_back(
-    chosen: Allocation,
-    reached: float,
-    asked: float,
-    table: SensitivityTable,
-    round_to: int,
-    value_of: Callable[[Allocation], float],
-) -> tuple[Allocation, float]:
-    """Keep ``round_to`` more channels of some group, as long as the target stays met, until within the tolerance.
+class _Settling:
+    """Moves per-group channel counts on the ``round_to`` grid to the measured allocation nearest under the target.
 
-    The path moves whole levels, which on a small model can overshoot the
-    target by a tenth of its MACs; each round measures every group's give-back
-    and takes the one that stays under the target and closest to it.
+    Each round proposes every change of one group's count, and every pair of
+    changes in two groups (combinations step finer than any one group),
+    predicts each one's value from the table (the groups' interpolated
+    savings, assumed to add up), measures the :data:`PROPOSALS_MEASURED`
+    best proposals and moves to the best measured one that stays under the
+    target and gets closer; measuring keeps the prediction's error (two cut
+    groups that meet in one layer save less than the sum) out of the result.
     """
-    groups = {group.name: group for group in table.groups}
-    while reached < asked * (1 - TOLERANCE):
-        best: tuple[float, Allocation] | None = None
-        for name, level in chosen.levels.items():
-            looser = _looser(groups[name], level, round_to)
-            if looser is None:
+
+    def __init__(
+        self, asked: float, table: SensitivityTable, options: ChannelOptions, resource: Resource, value_of: Callable[[Allocation], float]
+    ) -> None:
+        self.asked = asked
+        self.groups = {group.name: group for group in table.groups}
+        self.grid = {group.name: _grid(group, options) for group in table.groups}
+        self.options = options
+        self.resource: Resource = resource
+        self.total = table.macs if resource == "macs" else table.params
+        self.value_of = value_of
+        self.above: tuple[float, Allocation] | None = None
+        """The least value measured above the target, and its allocation."""
+
+    def lands(self, value: float) -> bool:
+        return self.asked * (1 - TOLERANCE) <= value <= self.asked * (1 + TOLERANCE)
+
+    def walk(self, chosen: Allocation, reached: float) -> tuple[Allocation, float]:
+        """From ``chosen`` (measured ``reached``, under the target): rounds of one or two changes while they get closer."""
+        while not self.lands(reached):
+            step = self._round(chosen, reached)
+            if step is None:
+                break
+            reached, chosen = step
+        if not self.lands(reached) and self.above is not None and self.lands(self.above[0]):
+            return self.above[1], self.above[0]
+        return chosen, reached
+
+    def unreachable(self, reached: float) -> str:
+        """What was reachable, for a target no measured combination landed within the tolerance of."""
+        above = f", the nearest above it {self.above[0]:.3f}" if self.above is not None else ""
+        return (
+            f"with channel counts in steps of round_to={self.options.round_to}, the nearest ratio found at or under "
+            f"{self.asked:g} is {reached:.3f}{above}, neither within {TOLERANCE:.0%}; a finer --round-to reaches closer"
+        )
+
+    def _round(self, chosen: Allocation, reached: float) -> tuple[float, Allocation] | None:
+        """The best measured proposal of one round that stays under the target and beats ``reached``; None when none does."""
+        proposals = sorted(self._proposals(chosen, reached), key=lambda proposal: self._rank(*proposal))
+        better = []
+        for _, candidate in proposals[:PROPOSALS_MEASURED]:
+            value = self.value_of(candidate)
+            if value > self.asked and (self.above is None or value < self.above[0]):
+                self.above = (value, candidate)
+            if reached < value <= self.asked:
+                better.append((value, candidate))
+        landing = [entry for entry in better if self.lands(entry[0])]
+        if landing:
+            return min(landing, key=lambda entry: entry[1].predicted_drift)
+        return max(better, key=lambda entry: entry[0], default=None)
+
+    def _rank(self, predicted: float, candidate: Allocation) -> tuple[bool, float]:
+        """Proposals predicted to land first, the least drift first; then the closest under the target."""
+        if self.lands(predicted) and predicted <= self.asked:
+            return False, candidate.predicted_drift
+        return True, abs(self.asked - predicted)
+
+    def _proposals(self, chosen: Allocation, reached: float) -> list[tuple[float, Allocation]]:
+        """(predicted value, allocation) for every change of one group's count and every pair in two groups, predicted above ``reached``."""
+        blocked = {group for bypass in chosen.bypasses.values() for group in bypass.conflicts}
+        changes: list[tuple[str, Level | None, float]] = []  # group, new level (None: uncut), predicted value change
+        for name, group in self.groups.items():
+            if name in blocked:
                 continue
-            candidate = Allocation({**chosen.levels, name: looser} if looser.keep < groups[name].channels else _without(chosen, name))
-            value = value_of(candidate)
-            if value <= asked and (best is None or value > best[0]):
-                best = (value, candidate)
-        if best is None:
-            break
-        reached, chosen = best
-    return chosen, reached
+            now = chosen.levels.get(name)
+            saved_now = _saved(now, self.resource)
+            for keep in self.grid[name]:
+                if keep != (now.keep if now is not None else group.channels):
+                    level = None if keep == group.channels else group.at(keep)
+                    changes.append((name, level, (saved_now - _saved(level, self.resource)) / self.total))
+        proposals = [(reached + delta, chosen.with_level(name, level)) for name, level, delta in changes]
+        for index, (first, first_level, first_delta) in enumerate(changes):
+            for second, second_level, second_delta in changes[index + 1 :]:
+                if first != second:
+                    proposals.append((reached + first_delta + second_delta, chosen.with_level(first, first_level).with_level(second, second_level)))
+        return [(predicted, candidate) for predicted, candidate in proposals if predicted > reached]
 
 
-def _without(allocation: Allocation, name: str) -> dict[str, Level]:
-    return {other: level for other, level in allocation.levels.items() if other != name}
+def _saved(level: Level | None, resource: Resource) -> float:
+    if level is None:
+        return 0.0
+    return level.macs_saved if resource == "macs" else level.params_saved
 
 
-def _looser(group: GroupSensitivity, level: Level, round_to: int) -> Level | None:
-    """``level`` keeping ``round_to`` more channels, its drift interpolated between the probed levels around it."""
-    keep = level.keep + max(1, round_to)
-    if keep > group.channels:
-        return None
-    probed = [(group.channels, 0.0), *((probe.keep, probe.drift) for probe in group.levels)]
-    upper = min((point for point in probed if point[0] >= keep), key=lambda point: point[0])
-    lower = max((point for point in probed if point[0] <= keep), key=lambda point: point[0], default=upper)
-    share = 0.0 if upper[0] == lower[0] else (upper[0] - keep) / (upper[0] - lower[0])
-    drift = upper[1] + (lower[1] - upper[1]) * share
-    return Level(keep, (group.channels - keep) / group.channels, drift, 0, 0, 0.0)
+def _grid(group: GroupSensitivity, options: ChannelOptions) -> list[int]:
+    """The channel counts a settling step may give ``group``, from all of them down to its deepest probed level.
+
+    Below all of them only multiples of ``round_to`` that the pass keeps as
+    they are; not below the deepest probe, whose drift is the last one known.
+    """
+    step = max(1, options.round_to)
+    deepest = group.levels[-1].keep if group.levels else group.channels
+    counts = range(group.channels // step * step, deepest - 1, -step)
+    return sorted({group.channels, *(keep for keep in counts if keep > 0 and rounded_keep(group.channels, keep, options) == keep)}, reverse=True)
 
 
 def architecture(model: ir.Model, channel_options: ChannelOptions, allocation: Allocation) -> ir.Model:
-    """A copy of ``model`` cut as ``allocation`` says (channels chosen by L1, nothing refit): for costs and timing only."""
+    """A copy of ``model`` cut as ``allocation`` says (bypassed, channels chosen by L1, nothing refit): for costs and timing only."""
     options = dataclasses.replace(
         channel_options, ratio=0.0, global_ranking=False, importance="l1", reconstruct=False, overrides=channel_options.overrides + allocation.overrides()
     )
-    cut = ChannelPruningPass(options)(model.clone()).model
+    cut = model.clone()
+    _bypass(cut, sorted(allocation.bypasses.values(), key=lambda bypass: (bypass.kind != RESIDUAL, bypass.name)))
+    cut = ChannelPruningPass(options)(cut).model
     common_passes.RemoveUnusedNodesPass()(cut)
     return cut
+
+
+def _bypass(model: ir.Model, chosen: list[BypassSensitivity]) -> None:
+    """Bypass ``chosen`` in this order, as the layer pass does by name: each found anew on the graph its predecessors left."""
+    for bypass in chosen:
+        candidate = next((found for found in find_bypass_candidates(model)[0] if found.name == bypass.name), None)
+        if candidate is not None:
+            apply_bypass(model.graph, candidate)
 
 
 def _measure(

@@ -19,6 +19,7 @@ import onnxprune
 from onnxprune import ir as irx
 from onnxprune import sensitivity
 from onnxprune.allocation import Allocation, allocation_path
+from onnxprune.analysis.layer_candidates import find_bypass_candidates
 from onnxprune.calibration import load_calibration
 from onnxprune.cli import main
 from onnxprune.config import PruneConfig
@@ -26,7 +27,7 @@ from onnxprune.errors import InputError
 from onnxprune.executor import LocalProcesses
 from onnxprune.latency_model import LayerTimes, profile_layer_times
 from onnxprune.options import ChannelOptions, TargetOptions
-from onnxprune.sensitivity import GroupSensitivity, Level, SensitivityTable, measure_sensitivity
+from onnxprune.sensitivity import BypassSensitivity, GroupSensitivity, Level, SensitivityTable, measure_sensitivity
 from onnxprune.tradeoff import tradeoff_curve
 from tests.conftest import MODELS_DIR
 
@@ -256,3 +257,116 @@ def test_inspect_counts_macs_at_the_input_shape_given(tmp_path: Path, capsys: py
     shaped = json.loads(capsys.readouterr().out)
     assert (unshaped["macs"], unshaped["unknown_shape_nodes"]) == (0, ["conv"])
     assert (shaped["macs"], shaped["unknown_shape_nodes"]) == (8 * 3 * 3 * 3 * 16 * 16, [])
+
+
+def test_deepest_probe_cuts_seven_eighths_of_a_group(table: SensitivityTable) -> None:
+    """0.875 makes aggressive targets reachable: conv2's 64 channels are probed down to 8 (0.75 alone stops at 16)."""
+    conv2 = next(group for group in table.groups if group.name == "/conv2/Conv")
+    assert [level.keep for level in conv2.levels] == [48, 32, 16, 8]
+
+
+@pytest.fixture(scope="module")
+def cache16(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A cache for target runs at the default round_to=16, where this model's groups have two to four channel counts each."""
+    return str(tmp_path_factory.mktemp("sensitivity16"))
+
+
+def test_target_macs_lands_within_three_percent_at_round_to_16(cache16: str) -> None:
+    """The path alone stops at 0.359: settling combines one group given back with another cut deeper to land at 0.5."""
+    result = onnxprune.prune(MODEL, target_macs=0.5, calibration=str(CALIBRATION), simplify=False, sensitivity_cache=cache16, bench=False, quiet=True)
+    assert result.passed, result.failures
+    assert 0.5 * 0.97 <= result.report["macs_ratio"] <= 0.5
+    assert all(group["keep"] % 16 == 0 for group in result.report["target"]["allocation"]["groups"].values())
+
+
+def test_target_unreachable_at_round_to_says_what_is_reachable(cache16: str) -> None:
+    """At round_to=16 no combination of this model's channel counts gives a MAC ratio within 3% of 0.85 (0.823 and 0.891 are nearest)."""
+    result = onnxprune.prune(MODEL, target_macs=0.85, calibration=str(CALIBRATION), simplify=False, sensitivity_cache=cache16, bench=False, quiet=True)
+    assert not result.passed
+    (failure,) = result.failures
+    assert failure.startswith("target macs 0.85 not reached: 0.823")
+    assert "round_to=16" in failure and "nearest above it 0.891" in failure and "finer --round-to" in failure
+
+
+def _bypass(name: str, drift: float, saved: int, conflicts: tuple[str, ...] = (), removed: tuple[str, ...] = ()) -> BypassSensitivity:
+    return BypassSensitivity(name, "residual", list(removed or (name,)), list(conflicts), drift, saved, saved, saved / 100)
+
+
+def test_allocation_chooses_bypasses_alongside_cuts_and_never_a_conflicting_pair() -> None:
+    table = SensitivityTable(
+        groups=[_group("a", (48, 0.10, 100), (32, 0.30, 200)), _group("b", (48, 0.02, 100))],
+        macs=1000,
+        params=1000,
+        latency_ms=10.0,
+        shapes={},
+        samples={},
+        importance="data",
+        bypasses=[
+            _bypass("block", 0.01, 300, conflicts=("b",), removed=("block", "inner")),  # cheapest per MAC: taken first, b never cut
+            _bypass("inner", 0.001, 20, removed=("inner",)),  # shares a node with block: never taken with it
+        ],
+    )
+    path = allocation_path(table)
+    assert list(path[1].bypasses) == ["block"]
+    assert all("b" not in step.levels and "inner" not in step.bypasses for step in path)
+    assert path[-1].saved("macs") == 300 + 200
+    assert path[1].bypass_patterns() == ("block",)
+    assert all(not step.bypasses for step in allocation_path(table, bypasses=False))
+
+
+def _residual_model() -> onnx.ModelProto:
+    """conv_in -> relu -> (+ conv_b branch, weights tiny: bypassing it changes little) -> 1x1 depthwise dw (0.3% of MACs) -> conv_out."""
+    rng = np.random.default_rng(0)
+
+    def weight(name: str, shape: tuple[int, ...], scale: float = 0.1) -> TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w_in"], ["a"], pads=[1, 1, 1, 1], name="conv_in"),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w_b"], ["b"], pads=[1, 1, 1, 1], name="conv_b"),
+        helper.make_node("Add", ["r", "b"], ["s"], name="add"),
+        helper.make_node("Conv", ["s", "w_dw"], ["d"], group=16, name="dw"),
+        helper.make_node("Conv", ["d", "w_out"], ["y"], pads=[1, 1, 1, 1], name="conv_out"),
+    ]
+    weights = [weight("w_in", (16, 16, 3, 3)), weight("w_b", (16, 16, 3, 3), 1e-4), weight("w_dw", (16, 1, 1, 1), 1.0), weight("w_out", (16, 16, 3, 3))]
+    graph = helper.make_graph(
+        nodes,
+        "residual",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 8])],
+        weights,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+RESIDUAL_INPUTS = np.random.default_rng(1).standard_normal((48, 16, 8, 8)).astype(np.float32)
+
+
+def test_bypass_rows_are_probed_for_candidates_saving_at_least_one_percent(tmp_path: Path) -> None:
+    model = irx.from_proto(_residual_model())
+    assert "dw" in [candidate.name for candidate in find_bypass_candidates(model)[0]]  # a real candidate, saving 0.3%
+    table = measure_sensitivity(model, ChannelOptions(round_to=4), load_calibration(RESIDUAL_INPUTS, model), cache_dir=tmp_path, quiet=True)
+    rows = {row.name: row for row in table.bypasses}
+    assert "dw" not in rows and {"add", "conv_in", "conv_out"} <= set(rows)
+    block = rows["add"]
+    assert (block.kind, block.removed) == ("residual", ["conv_b", "add"])
+    assert block.conflicts == ["conv_in"]  # the merge couples conv_b with conv_in's channels
+    assert block.drift < 1e-2 and block.macs_saved == 16 * 16 * 9 * 64
+    assert block.params_saved == 16 * 16 * 9 - 16  # the refit gives the layer after it (dw) a bias
+    assert 0 < block.latency_saved_ms < table.latency_ms
+    assert SensitivityTable.from_dict(json.loads(json.dumps(table.to_dict()))) == table
+
+
+def test_target_bypasses_the_block_the_allocation_chose(tmp_path: Path) -> None:
+    """The near-harmless branch saves a third of the MACs: the target takes it, and the layer pass removes it by name."""
+    model = irx.from_proto(_residual_model())
+    result = onnxprune.prune(
+        model, target_macs=0.67, calibration=RESIDUAL_INPUTS, simplify=False, sensitivity_cache=str(tmp_path), bench=False, quiet=True
+    )
+    assert result.passed, result.failures
+    assert list(result.report["target"]["allocation"]["bypasses"]) == ["add"]
+    layers = next(step for step in result.report["passes"] if step["name"] == "layers")
+    assert [change["name"] for change in layers["changes"]] == ["add"]
+    assert "conv_b" not in {node.name for node in result.model.graph}
+    assert result.report["macs_ratio"] == pytest.approx(1 - 9 * 256 * 64 / (3 * 9 * 256 * 64 + 16 * 64))
