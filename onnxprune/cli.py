@@ -237,11 +237,13 @@ def _prune(arguments: argparse.Namespace, console: Console) -> int:
     output = Path(arguments.output)
     _refuse_overwriting_input(Path(arguments.model), output)
     result = prune(arguments.model, config, quiet=arguments.json)
+    # The input's files survive whatever replacing or removing the previous output deletes.
+    keep = irx.model_files(arguments.model)
     if result.passed:
-        result.save(output)
+        result.save(output, keep=keep)
     else:
-        # A failed build must not leave a model behind that looks fine.
-        output.unlink(missing_ok=True)
+        # A failed build must not leave a model behind that looks fine, nor the data file of one.
+        irx.remove_output(output, keep=keep)
     result.report["output"] = str(output) if result.passed else None
     if arguments.report:
         write_json(result.report, arguments.report)

@@ -10,8 +10,11 @@ place, it builds a new one and calls :func:`set_constant`.
 from __future__ import annotations
 
 import fnmatch
+import glob
+import hashlib
 import mmap
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -23,10 +26,13 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from onnxprune.errors import InputError, first_line
-from onnxprune.sparse import from_sparse_initializers
+from onnxprune.sparse import check_sparse_support, from_sparse_storage, has_sparse_storage, prepend_nodes, sparse_constant
 
 # Protobuf cannot serialise a message over 2 GiB; leave room for the graph itself.
 PROTOBUF_LIMIT_BYTES = 2**31 - 2**26
+# Name of the data file while it is written, before its content names it.
+_STAGED_DATA = "weights.data"
+_DIGEST_CHARS = 16
 
 
 def load(path: str | os.PathLike, check: bool = True) -> ir.Model:
@@ -50,9 +56,9 @@ def load(path: str | os.PathLike, check: bool = True) -> ir.Model:
         raise InputError(f"{path}: not a readable ONNX model ({first_line(error)})") from None
     if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.opset_import:
         raise InputError(f"{path}: not an ONNX model (no graph, IR version or opset import)")
-    if proto.graph.sparse_initializer:
+    if has_sparse_storage(proto):
         # The graph IR holds dense tensors only; densifying is exact and the checker's shape inference needs it.
-        proto = from_sparse_initializers(proto)
+        proto = from_sparse_storage(proto)
     if check:
         _check(path, proto)
     try:
@@ -73,32 +79,210 @@ def _check(path: Path, proto: onnx.ModelProto) -> None:
         raise InputError(f"{path}: fails onnx.checker ({first_line(error)})") from None
 
 
-def save(model: ir.Model, path: str | os.PathLike, external_data: bool | None = None) -> None:
-    """Write ``model`` to ``path`` atomically (temporary file, then rename).
+def save(
+    model: ir.Model,
+    path: str | os.PathLike,
+    external_data: bool | None = None,
+    sparse: bool = False,
+    keep: Iterable[str | os.PathLike] = (),
+) -> None:
+    """Write ``model`` to ``path`` so that an interruption leaves the previous files or the new ones, never a mix.
 
-    ``external_data=None`` chooses for the caller: weights go to
-    ``<name>.data`` beside the file when the model already kept them outside
-    or when they would not fit in one protobuf.  An interrupted save never
-    leaves a partial file at ``path``.
+    ``external_data=None`` chooses for the caller: weights go to an external
+    data file when the model already kept them outside or when they would not
+    fit in one protobuf.  ``sparse`` stores mostly-zero floating-point weights
+    as sparse ``Constant`` nodes (see :mod:`onnxprune.sparse`).
+
+    File naming: the data file is ``<name>.<digest>.data`` beside ``path``,
+    ``<digest>`` being the first 16 hex digits of its SHA-256.  Every write of
+    different weights therefore gets a file no earlier model points at (and the
+    same weights the same name, so output stays deterministic).  It is
+    complete and synced before the model that points at it is renamed into
+    place, so a model and a data file from different writes never meet.  The
+    data file of the model previously at ``path`` (``<name>.data`` or
+    ``<name>.<digest>.data``) is removed only after that, and never one that
+    ``model`` reads or that ``keep`` lists (e.g. the input model's files).
     """
     path = Path(path)
-    if path.resolve() in external_files(model):
+    reads = external_files(model)
+    if path.resolve() in reads:
         raise InputError(f"{path}: the model's weights are read from this file; choose another output name")
     if external_data is None:
         external_data = needs_external_data(model)
-    data_name = f"{path.name}.data" if external_data else None
-    if data_name is not None:
-        data_path = (path.parent / data_name).resolve()
-        if data_path in external_files(model):
-            raise InputError(f"{data_path}: the model's weights are read from this file; choose another output name")
+    constants = sparse_constants(model) if sparse else []
+    previous = owned_data_files(path)
+    if external_data:
+        written = _save_with_data(model, path, constants)
+    else:
+        _save_inline(model, path, constants)
+        written = None
+    _remove_files(previous - {written} - reads - _resolved(keep))
+
+
+def remove_output(path: str | os.PathLike, keep: Iterable[str | os.PathLike] = ()) -> None:
+    """Delete the model at ``path`` and the data file it owns (see :func:`save`), except files in ``keep``.
+
+    The model goes first, so no model is ever left pointing at a deleted data file.
+    """
+    path = Path(path)
+    stale = owned_data_files(path) - _resolved(keep)
+    path.unlink(missing_ok=True)
+    _remove_files(stale)
+
+
+def owned_data_files(path: str | os.PathLike) -> set[Path]:
+    """The data files the model at ``path`` points into that carry its own name (``<name>.data``, ``<name>.<digest>.data``).
+
+    Only those are this model's to delete: any other file it points into may
+    be shared with other models.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return set()
+    candidates = {
+        candidate.resolve()
+        for candidate in path.parent.glob(f"{glob.escape(path.name)}.*data")
+        if _owned_data_name(candidate.name, path.name)
+    }
+    if not candidates:
+        return set()
+    return (model_files(path) - {path.resolve()}) & candidates
+
+
+def sparse_constants(model: ir.Model) -> list[onnx.NodeProto]:
+    """Sparse ``Constant`` nodes for the main-graph weights that are smaller stored sparse.
+
+    Initializers that are graph inputs can be fed at run time and stay
+    initializers.  Memory-mapped weights are evicted once read.
+    """
+    check_sparse_support(model.opset_imports.get(""))
+    constants = []
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if value.is_graph_input() or tensor is None or value.name is None:
+            continue
+        node = sparse_constant(value.name, tensor.numpy(), int(tensor.dtype))
+        evict_pages(tensor)
+        if node is not None:
+            constants.append(node)
+    return constants
+
+
+def _save_inline(model: ir.Model, path: Path, constants: list[onnx.NodeProto]) -> None:
+    """One self-contained file: every weight inside it, whatever file the model's weights came from."""
+    prepared = _prepared(model, constants, inline=True)
     with atomic_output(path) as temporary:
-        ir.save(model, temporary, external_data=data_name)
-
-
-def save_proto(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Write a protobuf built outside the IR (e.g. with sparse initializers) atomically."""
-    with atomic_output(Path(path)) as temporary:
+        if not constants:
+            ir.save(prepared, temporary)
+            return
+        proto = to_proto(prepared)
+        prepend_nodes(proto.graph, constants)
         temporary.write_bytes(proto.SerializeToString())
+
+
+def _save_with_data(model: ir.Model, path: Path, constants: list[onnx.NodeProto]) -> Path | None:
+    """Write the data file under its final name, then the model that points at it; returns the data file."""
+    directory = check_output_directory(path)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=directory) as staging:
+            staged = Path(staging) / path.name
+            ir.save(_prepared(model, constants, inline=False), staged, external_data=_STAGED_DATA)
+            proto = onnx.load(str(staged), load_external_data=False)
+            data = _publish_data(Path(staging) / _STAGED_DATA, proto, path)
+            prepend_nodes(proto.graph, constants)
+            with atomic_output(path) as temporary:
+                temporary.write_bytes(proto.SerializeToString())
+    except OSError as error:
+        raise InputError(f"{path}: cannot write the output ({error.strerror or error})") from None
+    return data
+
+
+def _publish_data(staged: Path, proto: onnx.ModelProto, path: Path) -> Path | None:
+    """Move the staged data file, synced, to its content-derived name beside ``path``; point ``proto`` at it.
+
+    Returns None when every weight was small enough to stay inside the model.
+    """
+    name = f"{path.name}.{_digest(staged)}.data"
+    if not _relocate(proto, _STAGED_DATA, name):
+        return None
+    _fsync(staged)
+    final = path.parent / name
+    os.replace(staged, final)
+    _fsync_directory(path.parent)
+    return final.resolve()
+
+
+def _relocate(proto: onnx.ModelProto, old: str, new: str) -> int:
+    """Point every external tensor stored in ``old`` at ``new``; returns how many were."""
+    moved = 0
+    for tensor in onnx.external_data_helper._get_all_tensors(proto):
+        for entry in tensor.external_data:
+            if entry.key == "location" and entry.value == old:
+                entry.value = new
+                moved += 1
+    return moved
+
+
+def _prepared(model: ir.Model, constants: list[onnx.NodeProto], inline: bool) -> ir.Model:
+    """``model`` as it is to be written: without the weights stored sparse, and weights read in when ``inline``.
+
+    A weight still in the input's external data file would otherwise be
+    written as a reference relative to the input's folder.  ``model`` itself
+    is never changed: a clone shares its tensors.
+    """
+    external = inline and has_external_tensors(model)
+    if not constants and not external:
+        return model
+    prepared = model.clone()
+    for node in constants:
+        prepared.graph.initializers.pop(node.output[0])
+    if external:
+        for value in prepared.graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                value.const_value = ir.tensor(value.const_value.numpy(), name=value.name)
+    return prepared
+
+
+def _owned_data_name(name: str, model_name: str) -> bool:
+    return name == f"{model_name}.data" or re.fullmatch(rf"{re.escape(model_name)}\.[0-9a-f]{{{_DIGEST_CHARS}}}\.data", name) is not None
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:_DIGEST_CHARS]
+
+
+def _remove_files(paths: Iterable[Path | None]) -> None:
+    """Delete stale data files; one that cannot be deleted is reported, since it would stay behind unnoticed."""
+    for stale in paths:
+        if stale is None:
+            continue
+        try:
+            stale.unlink(missing_ok=True)
+        except OSError as error:
+            raise InputError(f"{stale}: cannot remove this stale data file ({error.strerror or error})") from None
+
+
+def _resolved(paths: Iterable[str | os.PathLike]) -> set[Path]:
+    return {Path(path).resolve() for path in paths}
+
+
+def _fsync(path: Path) -> None:
+    """Force the file's content to disk, so a rename that publishes it cannot outlive the content in a crash."""
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make completed renames in ``directory`` durable, in the order they were made."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def check_output_directory(path: Path) -> Path:
@@ -133,7 +317,9 @@ def atomic_output(path: Path) -> Iterator[Path]:
     os.chmod(temporary, 0o666 & ~umask)
     try:
         yield Path(temporary)
+        _fsync(Path(temporary))
         os.replace(temporary, path)
+        _fsync_directory(directory)
     except OSError as error:
         # Disk full, quota, a vanished directory: the user's environment, not a bug; say what failed.
         Path(temporary).unlink(missing_ok=True)

@@ -2,20 +2,21 @@
 
 Weight pruning keeps tensors dense, so the gain on disk shows in two ways:
 zeros compress well (:func:`compressed_size`), and a mostly-zero weight can
-be written as an ONNX ``sparse_initializer`` (:func:`to_sparse_initializers`).
-onnxruntime turns sparse initializers back into dense tensors when it loads
-the model, so outputs are identical and run time is unchanged.
+be stored in sparse form (:func:`to_sparse_storage`, :func:`sparse_constant`).
 
-This works on the protobuf after serialisation, because the graph IR holds
-dense initializers only.  The sparse form is COO with linear int64 indices
-(ONNX's ``[NNZ]`` index layout, which onnxruntime accepts): 8 bytes of index
-per non-zero, so a float32 tensor gets smaller only above about 2/3 sparsity,
-and a tensor is converted only when its sparse form is smaller.
+The sparse form is a ``Constant`` node with a ``sparse_value`` attribute
+(opset 11 and later), not a graph ``sparse_initializer``: the ONNX type of a
+sparse initializer is ``sparse_tensor(T)``, which no standard op accepts, so
+``onnx.checker.check_model(full_check=True)`` rejects every model that uses
+one; a ``Constant`` node's output is a dense tensor, so the model checks and
+onnxruntime densifies it when it loads the model (outputs identical, run time
+unchanged).  The values are COO with linear int64 indices (ONNX's ``[NNZ]``
+layout): 8 bytes of index per non-zero, so a float32 tensor gets smaller only
+above about 2/3 sparsity, and a tensor is converted only when its sparse form
+is smaller.
 
-Caveat: ``onnx.checker.check_model(full_check=True)`` types a sparse
-initializer as a sparse tensor and fails shape inference on the dense op that
-reads it; the plain checker and onnxruntime accept the model.  Validate the
-dense model, then store it sparse.
+Reading works the other way (:func:`from_sparse_storage`): the graph IR holds
+dense tensors only, so both sparse forms become dense initializers again.
 """
 
 from __future__ import annotations
@@ -27,65 +28,113 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from onnxprune.errors import InputError
 
-# Sparse initializers appeared in ONNX IR version 6.
-_MIN_IR_VERSION = 6
+# Constant's sparse_value attribute appeared in opset 11.
+MIN_OPSET = 11
 _FLOAT_TYPES = frozenset(
     {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 )
+_INDEX_BYTES = 8
 _CHUNK_BYTES = 1 << 20
 
 
-def to_sparse_initializers(proto: onnx.ModelProto, names: Iterable[str] | None = None) -> onnx.ModelProto:
-    """A copy of ``proto`` whose floating-point main-graph initializers are sparse where that is smaller.
+def check_sparse_support(opset: int | None) -> None:
+    """Refuse sparse storage for a model whose default-domain opset has no sparse ``Constant``."""
+    if opset is None or opset < MIN_OPSET:
+        raise InputError(f"sparse storage needs opset >= {MIN_OPSET} (Constant sparse_value), the model has opset {opset}")
+
+
+def sparse_constant(name: str, array: np.ndarray, data_type: int) -> onnx.NodeProto | None:
+    """A ``Constant`` node that outputs ``name`` from ``array`` stored sparse, or None when that is not smaller.
+
+    Only floating-point tensors (``data_type`` is an ONNX element type) are
+    converted: pruning zeroes weights, not shapes or indices.
+    """
+    if data_type not in _FLOAT_TYPES:
+        return None
+    flat = array.reshape(-1)
+    positions = np.flatnonzero(flat != 0)
+    if positions.size * (flat.itemsize + _INDEX_BYTES) >= array.nbytes:
+        return None
+    values = numpy_helper.from_array(np.ascontiguousarray(flat[positions]), name=name)
+    indices = numpy_helper.from_array(positions.astype(np.int64), name=f"{name}_indices")
+    sparse = helper.make_sparse_tensor(values, indices, list(array.shape))
+    node = helper.make_node("Constant", [], [name], sparse_value=sparse)
+    return node if node.ByteSize() < array.nbytes else None
+
+
+def to_sparse_storage(proto: onnx.ModelProto, names: Iterable[str] | None = None) -> onnx.ModelProto:
+    """A copy of ``proto`` whose floating-point main-graph initializers are sparse ``Constant`` nodes where smaller.
 
     ``names`` limits the conversion to those initializers (e.g. the tensors a
     pruning pass reported).  Initializers that are also graph inputs, and
     tensors kept in external data files, stay dense.
     """
-    if proto.ir_version < _MIN_IR_VERSION:
-        raise InputError(
-            f"sparse storage needs ONNX IR version >= {_MIN_IR_VERSION}, the model has IR version {proto.ir_version}"
-        )
+    check_sparse_support(default_opset(proto))
     wanted = None if names is None else set(names)
     result = onnx.ModelProto()
     result.CopyFrom(proto)
     graph = result.graph
     graph_inputs = {value.name for value in graph.input}
     dense: list[onnx.TensorProto] = []
-    converted: set[str] = set()
+    constants: list[onnx.NodeProto] = []
     for tensor in graph.initializer:
-        sparse = None
+        node = None
         if (wanted is None or tensor.name in wanted) and _convertible(tensor, graph_inputs):
-            sparse = _to_sparse(tensor)
-        if sparse is not None and sparse.ByteSize() < tensor.ByteSize():
-            graph.sparse_initializer.append(sparse)
-            converted.add(tensor.name)
-        else:
+            node = sparse_constant(tensor.name, numpy_helper.to_array(tensor), tensor.data_type)
+        if node is None:
             dense.append(tensor)
-    if not converted:
-        return result
-    del graph.initializer[:]
-    graph.initializer.extend(dense)
-    # A dense value_info for a now-sparse name would contradict its type.
-    kept_info = [info for info in graph.value_info if info.name not in converted]
-    del graph.value_info[:]
-    graph.value_info.extend(kept_info)
+        else:
+            constants.append(node)
+    if constants:
+        del graph.initializer[:]
+        graph.initializer.extend(dense)
+        prepend_nodes(graph, constants)
     return result
 
 
-def from_sparse_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``proto`` with every main-graph sparse initializer written back as a dense one."""
+def prepend_nodes(graph: onnx.GraphProto, nodes: Iterable[onnx.NodeProto]) -> None:
+    """Put ``nodes`` first in ``graph``, so the graph stays topologically sorted for nodes without inputs."""
+    ordered = [*nodes, *graph.node]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def from_sparse_storage(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` whose main-graph sparse tensors are dense initializers.
+
+    Both sparse forms are read: ``sparse_initializer`` entries and ``Constant``
+    nodes with a ``sparse_value`` attribute.  Densifying is exact.
+    """
     result = onnx.ModelProto()
     result.CopyFrom(proto)
     graph = result.graph
     dense = [_to_dense(sparse) for sparse in graph.sparse_initializer]
+    kept: list[onnx.NodeProto] = []
+    for node in graph.node:
+        sparse = _sparse_constant_value(node)
+        if sparse is None:
+            kept.append(node)
+        else:
+            dense.append(_to_dense(sparse, name=node.output[0]))
     del graph.sparse_initializer[:]
+    del graph.node[:]
+    graph.node.extend(kept)
     graph.initializer.extend(dense)
     return result
+
+
+def has_sparse_storage(proto: onnx.ModelProto) -> bool:
+    """Whether the main graph holds any tensor in sparse form."""
+    return bool(proto.graph.sparse_initializer) or any(_sparse_constant_value(node) is not None for node in proto.graph.node)
+
+
+def default_opset(proto: onnx.ModelProto) -> int | None:
+    """The model's opset version for the default ONNX domain, or None when it imports none."""
+    return next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None)
 
 
 def compressed_size(path_or_bytes: str | os.PathLike | bytes) -> int:
@@ -111,23 +160,17 @@ def compressed_size(path_or_bytes: str | os.PathLike | bytes) -> int:
 
 
 def _convertible(tensor: onnx.TensorProto, graph_inputs: set[str]) -> bool:
-    return (
-        tensor.data_type in _FLOAT_TYPES
-        and tensor.data_location != onnx.TensorProto.EXTERNAL
-        and tensor.name not in graph_inputs
-    )
+    return tensor.data_location != onnx.TensorProto.EXTERNAL and tensor.name not in graph_inputs
 
 
-def _to_sparse(tensor: onnx.TensorProto) -> onnx.SparseTensorProto:
-    """COO form of a dense tensor: the non-zero values and their int64 linear indices."""
-    flat = numpy_helper.to_array(tensor).reshape(-1)
-    positions = np.flatnonzero(flat != 0)
-    values = numpy_helper.from_array(flat[positions], name=tensor.name)
-    indices = numpy_helper.from_array(positions.astype(np.int64), name=f"{tensor.name}_indices")
-    return onnx.helper.make_sparse_tensor(values, indices, list(tensor.dims))
+def _sparse_constant_value(node: onnx.NodeProto) -> onnx.SparseTensorProto | None:
+    """The sparse tensor a ``Constant`` node outputs, or None for any other node."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+        return None
+    return next((attribute.sparse_tensor for attribute in node.attribute if attribute.name == "sparse_value"), None)
 
 
-def _to_dense(sparse: onnx.SparseTensorProto) -> onnx.TensorProto:
+def _to_dense(sparse: onnx.SparseTensorProto, name: str | None = None) -> onnx.TensorProto:
     """The dense tensor of a COO sparse tensor (linear ``[NNZ]`` or per-dimension ``[NNZ, rank]`` indices)."""
     values = numpy_helper.to_array(sparse.values)
     indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
@@ -136,5 +179,4 @@ def _to_dense(sparse: onnx.SparseTensorProto) -> onnx.TensorProto:
     if indices.ndim == 2:
         indices = np.ravel_multi_index(tuple(indices.T), shape) if indices.size else indices.reshape(-1)
     dense[indices] = values
-    tensor = numpy_helper.from_array(dense.reshape(shape), name=sparse.values.name)
-    return tensor
+    return numpy_helper.from_array(dense.reshape(shape), name=name or sparse.values.name)

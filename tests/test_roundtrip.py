@@ -103,7 +103,8 @@ def test_external_data_round_trips_to_external_data(tmp_path: Path) -> None:
     out_dir.mkdir()
     target = out_dir / "copy.onnx"
     onnxprune.save(model, target)
-    assert (out_dir / "copy.onnx.data").exists()
+    (data,) = irx.owned_data_files(target)
+    assert data.parent == out_dir.resolve() and data.name.startswith("copy.onnx.")
     feeds = {"x": np.ones((1, 8, 4, 4), np.float32)}
     np.testing.assert_array_equal(run_onnx(target, feeds)[0], run_onnx(source, feeds)[0])
 
@@ -113,9 +114,20 @@ def test_saving_over_the_loaded_external_data_is_refused(tmp_path: Path) -> None
     model = onnxprune.load(source)
     with pytest.raises(InputError, match="weights are read from this file"):
         onnxprune.save(model, tmp_path / "external.onnx.data")
-    with pytest.raises(InputError, match="weights are read from this file"):
-        # Saving as external.onnx would write its data to external.onnx.data, the file being read.
-        onnxprune.save(model, tmp_path / "external.onnx")
+
+
+def test_saving_over_the_loaded_model_keeps_the_data_file_it_reads(tmp_path: Path) -> None:
+    """The new model gets a data file of its own; the one the loaded model still reads stays untouched."""
+    source = _external_model(tmp_path)
+    data = tmp_path / "external.onnx.data"
+    before = data.read_bytes()
+    feeds = {"x": np.ones((1, 8, 4, 4), np.float32)}
+    expected = run_onnx(source, feeds)
+    model = onnxprune.load(source)
+    onnxprune.save(model, source)
+    assert data.read_bytes() == before
+    assert irx.owned_data_files(source) and data.resolve() not in irx.owned_data_files(source)
+    np.testing.assert_array_equal(run_onnx(source, feeds)[0], expected[0])
 
 
 def test_save_is_atomic_when_writing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,7 +26,7 @@ from onnxprune.analysis.cost import model_cost  # noqa: E402
 from onnxprune.options import WeightOptions  # noqa: E402
 from onnxprune.passes.cleanup import CleanupPass  # noqa: E402
 from onnxprune.passes.weights import WeightPruningPass  # noqa: E402
-from onnxprune.sparse import compressed_size, to_sparse_initializers  # noqa: E402
+from onnxprune.sparse import compressed_size, to_sparse_storage  # noqa: E402
 
 SETTINGS: list[tuple[str, WeightOptions | None]] = [
     ("dense (original)", None),
@@ -56,7 +56,7 @@ def accuracy(model_path: Path, data_path: Path, options: WeightOptions | None) -
         "sparsity": sparsity,
         "file": len(dense_bytes),
         "deflated": compressed_size(dense_bytes),
-        "sparse_file": to_sparse_initializers(proto).ByteSize(),
+        "sparse_file": to_sparse_storage(proto).ByteSize(),
         "params": cost.params,
         "macs": cost.macs,
     }
