@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from onnxprune.passes.weights import WeightPruningPass
 from onnxprune.progress import progress, silenced
 from onnxprune.sensitivity import SensitivityTable, default_cache_dir, measure_sensitivity
 from onnxprune.simplify import simplify
-from onnxprune.sparse import compressed_size, to_sparse_initializers
+from onnxprune.sparse import compressed_size, to_sparse_storage
 from onnxprune.target import TOLERANCE, TargetOutcome, reach_target
 from onnxprune.validate import InputSource, Validation, validate
 
@@ -54,9 +55,13 @@ class PruneResult:
     passed: bool
     failures: list[str] = field(default_factory=list)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the pruned model atomically (sparse initializers and external data as configured)."""
-        save_model(self.model, path, self.config)
+    def save(self, path: str | os.PathLike, keep: Iterable[str | os.PathLike] = ()) -> None:
+        """Write the pruned model atomically (sparse storage and external data as configured).
+
+        ``keep``: files a replaced earlier output's data file must not be
+        deleted as, e.g. the input model's (see :func:`onnxprune.ir.save`).
+        """
+        save_model(self.model, path, self.config, keep)
 
 
 def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None, /, quiet: bool = False, **options: Any) -> PruneResult:
@@ -149,13 +154,9 @@ def finalize(model: ir.Model) -> None:
     infer_shapes(model)
 
 
-def save_model(model: ir.Model, path: str | os.PathLike, config: PruneConfig) -> None:
-    """Write the model, converting pruned weights to sparse initializers when asked."""
-    if config.sparse_storage:
-        proto = to_sparse_initializers(irx.to_proto(model))
-        irx.save_proto(proto, path)
-        return
-    irx.save(model, path, external_data=True if config.external_data else None)
+def save_model(model: ir.Model, path: str | os.PathLike, config: PruneConfig, keep: Iterable[str | os.PathLike] = ()) -> None:
+    """Write the model, storing mostly-zero weights sparse when asked."""
+    irx.save(model, path, external_data=True if config.external_data else None, sparse=config.sparse_storage, keep=keep)
 
 
 def serialized_sizes(model: ir.Model, config: PruneConfig, compress: bool) -> tuple[int, int | None]:
@@ -169,7 +170,7 @@ def serialized_sizes(model: ir.Model, config: PruneConfig, compress: bool) -> tu
         return irx.weight_bytes(model), None
     proto = irx.to_proto(model)
     if config.sparse_storage:
-        proto = to_sparse_initializers(proto)
+        proto = to_sparse_storage(proto)
     data = proto.SerializeToString()
     return len(data), compressed_size(data) if compress else None
 
