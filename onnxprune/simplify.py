@@ -4,6 +4,13 @@ onnxsim folds weights computed at run time (``Constant``, ``ConstantOfShape``
 chains, transposed weights) into plain initializers, which is what the
 pruning passes can see and rewrite.  A model onnxsim cannot handle is still
 prunable, so a failure is a warning, never the end of the run.
+
+The model's interface survives simplification unchanged: onnxsim drops
+initializers listed as graph inputs from the inputs (old IR versions list
+every weight there, and a caller may feed them), which would turn values fed
+at run time into constants, so such a result is declined with a warning; and
+it writes the shapes it inferred into the graph outputs' declarations (a
+symbolic ``N`` becomes ``1``), so the original declarations are put back.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import io
 import onnx_ir as ir
 
 from onnxprune import ir as irx
+from onnxprune.analysis.shapes import declare_interface, interface_declarations
 from onnxprune.errors import first_line
 
 
@@ -35,8 +43,27 @@ def simplify(model: ir.Model) -> tuple[ir.Model, str | None]:
     if not ok:
         return model, "onnxsim's own check failed; continuing unsimplified"
     result = irx.from_proto(simplified)
+    changed = _interface_change(model.graph, result.graph)
+    if changed is not None:
+        return model, f"onnxsim would {changed}; continuing unsimplified"
+    declare_interface(result.graph, interface_declarations(model.graph))
     # onnxsim drops the model-level metadata some applications rely on; keep the original's.
     result.metadata_props.update(model.metadata_props)
     if model.doc_string and not result.doc_string:
         result.doc_string = model.doc_string
     return result, None
+
+
+def _interface_change(before: ir.Graph, after: ir.Graph) -> str | None:
+    """How simplification would change which values the graph takes and gives, or None when it keeps them."""
+    kept = {value.name for value in after.inputs}
+    dropped = [value for value in before.inputs if value.name not in kept]
+    if dropped:
+        names = ", ".join(f"'{value.name}'" for value in dropped)
+        fed = all(value.is_initializer() for value in dropped)
+        return f"drop graph input(s) {names}" + (" (initializers also listed as inputs, which callers may feed at run time)" if fed else "")
+    if [value.name for value in before.inputs] != [value.name for value in after.inputs]:
+        return "change the graph inputs"
+    if [value.name for value in before.outputs] != [value.name for value in after.outputs]:
+        return "change the graph outputs"
+    return None

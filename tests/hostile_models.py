@@ -321,6 +321,45 @@ def nhwc_transposed_convs() -> onnx.ModelProto:
     return _model(graph)
 
 
+def dead_channels() -> onnx.ModelProto:
+    """Channels of known constant value (an all-zero filter with a positive bias, then Relu) that the next layer can fold.
+
+    Two conv1 channels reach a 1x1 conv without padding, one conv2 channel
+    reaches a Gemm through the global pool: exact dead-channel removal folds
+    each constant into that layer's bias.
+    """
+    rng = _rng(7)
+    w1, b1 = _weight(rng, 8, 3, 3, 3), _weight(rng, 8)
+    w1[[2, 5]], b1[[2, 5]] = 0.0, [0.8, 0.3]
+    w2, b2 = _weight(rng, 8, 8, 1, 1), _weight(rng, 8)
+    w2[1], b2[1] = 0.0, 0.5
+    inits = [
+        _init("w1", w1),
+        _init("b1", b1),
+        _init("w2", w2),
+        _init("b2", b2),
+        _init("fc_w", _weight(rng, 10, 8)),
+        _init("fc_b", _weight(rng, 10)),
+    ]
+    nodes = [
+        _conv("conv1", "input", "w1", "b1", "c1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        _conv("conv2", "r1", "w2", "b2", "c2", pads=0),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["pool"], name="pool"),
+        helper.make_node("Flatten", ["pool"], ["flat"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dead_channels",
+        [helper.make_tensor_value_info("input", FLOAT, [1, 3, 10, 10])],
+        [helper.make_tensor_value_info("logits", FLOAT, [1, 10])],
+        inits,
+    )
+    return _model(graph)
+
+
 # --------------------------------------------------------------------------- control flow
 
 

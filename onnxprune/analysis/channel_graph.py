@@ -98,8 +98,11 @@ class Sink:
 
     ``consts`` is the known constant value of each position (NaN: unknown).
     A removed position with a known constant is folded into the sink's bias
-    where the weight-op table says that is exact (``op.can_fold``); elsewhere
-    only constants equal to 0 can be removed exactly.
+    where the weight-op table says that is exact (``op.can_fold``) and the
+    bias can take it (``bias_note`` is None); elsewhere only constants equal
+    to 0 can be removed exactly.  ``bias_note`` says why the bias cannot: a
+    bias fed or computed at run time is read as it is, and replacing it by a
+    constant would drop what the caller feeds.
     """
 
     node: ir.Node
@@ -108,6 +111,13 @@ class Sink:
     atoms: np.ndarray
     consts: np.ndarray
     op: WeightOp
+    bias_note: str | None = None
+
+    @property
+    def folds_constants(self) -> bool:
+        """Whether removed positions of known constant value can be folded into the bias exactly."""
+        op = self.op
+        return self.bias_note is None and op.fold_delta is not None and op.bias_slot is not None and op.can_fold(self.node)
 
 
 ChannelEdit = SliceEdit | ArrayEdit | AttributeEdit | Sink

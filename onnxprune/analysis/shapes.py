@@ -3,6 +3,11 @@
 Every analysis needs shapes the exporter did not declare (intermediate
 values), and none may change the model it is asked about; so inference runs
 once on a clone and the answers are looked up by value name.
+
+Inference on the model itself (after pruning) fills intermediate values only:
+onnx would also overwrite the declared graph inputs and outputs (a symbolic
+``N`` becomes the ``1`` it inferred from a fixed input), and those
+declarations are the model's interface, so they are kept as declared.
 """
 
 from __future__ import annotations
@@ -16,9 +21,36 @@ Dim = int | str | None
 ShapeTuple = tuple[Dim, ...]
 
 
+Declaration = tuple[ir.TypeProtocol | None, ir.Shape | None]
+"""A graph input's or output's declared type and shape."""
+
+
 def infer_shapes(model: ir.Model) -> None:
-    """Run onnx shape inference (with constant data propagation) on ``model`` in place."""
+    """Infer the shapes of ``model``'s intermediate values in place; graph inputs and outputs keep their declarations."""
+    declared = interface_declarations(model.graph)
+    infer_all_shapes(model)
+    declare_interface(model.graph, declared)
+
+
+def infer_all_shapes(model: ir.Model) -> None:
+    """Run onnx shape inference (with constant data propagation) in place, graph inputs and outputs included.
+
+    For scratch clones whose inferred output shapes are wanted (MAC counts,
+    shape facts); a model that is written out goes through :func:`infer_shapes`.
+    """
     common_passes.ShapeInferencePass(strict_mode=False, data_prop=True)(model)
+
+
+def interface_declarations(graph: ir.Graph) -> list[Declaration]:
+    """The declared type and shape of every graph input, then every graph output."""
+    return [(value.type, None if value.shape is None else value.shape.copy()) for value in (*graph.inputs, *graph.outputs)]
+
+
+def declare_interface(graph: ir.Graph, declarations: list[Declaration]) -> None:
+    """Give the graph inputs and outputs (same order and count) the declarations of :func:`interface_declarations`."""
+    for value, (declared_type, shape) in zip((*graph.inputs, *graph.outputs), declarations, strict=True):
+        value.type = declared_type
+        value.shape = shape
 
 
 @dataclass(frozen=True)
@@ -32,7 +64,7 @@ class ShapeFacts:
     def infer(cls, model: ir.Model) -> ShapeFacts:
         """Infer on a clone: ``model`` itself is never touched."""
         shaped = model.clone()
-        infer_shapes(shaped)
+        infer_all_shapes(shaped)
         shapes: dict[str, ir.Shape] = {}
         dtypes: dict[str, ir.DataType] = {}
         values = [*shaped.graph.inputs, *shaped.graph.initializers.values()]

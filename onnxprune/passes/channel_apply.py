@@ -19,6 +19,7 @@ import onnx_ir as ir
 from onnxprune import ir as irx
 from onnxprune.analysis.shapes import infer_shapes
 from onnxprune.errors import first_line
+from onnxprune.naming import Names
 from onnxprune.passes.channel_plan import ChannelEdits, ChannelPlanError
 
 _SMALL_CONSTANT_BYTES = 1024
@@ -68,17 +69,18 @@ def apply_edits(edits: ChannelEdits, graph: ir.Graph, node_of: dict[ir.Node, ir.
     """Write the edits into ``graph`` (the planned model's, or a copy's mapped through ``node_of``)."""
     # Sites grouped by the value they read now (or by the absent input a new bias fills), in plan order.
     by_input: dict[ir.Value | tuple[ir.Node, int], list[_Rewrite]] = defaultdict(list)
+    names = Names(graph)
     for (node, index), array in edits.tensors.items():
         target = node_of[node]
         value = target.inputs[index] if len(target.inputs) > index else None
         by_input[value if value is not None else (target, index)].append((target, index, array))
     for read, sites in by_input.items():
         if not isinstance(read, ir.Value):
-            _give_new_initializers(graph, f"{read[0].name or read[0].op_type}_bias", sites)
+            _give_new_initializers(graph, names, f"{read[0].name or read[0].op_type}_bias", sites)
         elif _rewrite_in_place(read, sites, graph):
             irx.set_constant(read, sites[0][2])
         else:
-            _give_new_initializers(graph, read.name or "pruned", sites)
+            _give_new_initializers(graph, names, read.name or "pruned", sites)
             _drop_if_unused(read, graph)
     for (node, name), attribute in edits.attributes.items():
         target = node_of[node]
@@ -92,13 +94,13 @@ def apply_edits(edits: ChannelEdits, graph: ir.Graph, node_of: dict[ir.Node, ir.
         _mapped_value(value, node_of).shape = None
 
 
-def _give_new_initializers(graph: ir.Graph, hint: str, sites: list[_Rewrite]) -> None:
-    """Point every site at a new initializer holding its array; equal arrays share one."""
+def _give_new_initializers(graph: ir.Graph, names: Names, hint: str, sites: list[_Rewrite]) -> None:
+    """Point every site at a new initializer (named fresh in the model) holding its array; equal arrays share one."""
     created: list[tuple[np.ndarray, ir.Value]] = []
     for node, index, array in sites:
         new_value = next((made for known, made in created if known.shape == array.shape and np.array_equal(known, array)), None)
         if new_value is None:
-            new_value = irx.add_initializer(graph, hint, array)
+            new_value = irx.add_initializer(graph, names.fresh(hint), array)
             created.append((array, new_value))
         if len(node.inputs) <= index:
             node.resize_inputs(index + 1)

@@ -80,7 +80,11 @@ def _edited_constant(
 ) -> np.ndarray | None:
     """One input's constant with the bias deltas added and the removed positions cut; None if unchanged."""
     node, index = site
-    original = irx.constant_array(node.inputs[index] if len(node.inputs) > index else None)
+    value = node.inputs[index] if len(node.inputs) > index else None
+    original = irx.constant_array(value)
+    if value is not None and original is None:
+        # A graph input (an initializer listed as one too) or a computed value: replacing it would drop what the caller feeds.
+        raise ChannelPlanError(f"input {index} of '{node.name}' ('{value.name}') is not a constant the plan may rewrite")
     array = None if original is None else np.asarray(original)
     for delta in deltas:
         array = delta if array is None else array.astype(np.float64) + delta
@@ -110,7 +114,7 @@ def _fold_delta(sink: Sink, removed: np.ndarray) -> tuple[Site, np.ndarray] | No
     consts = np.where(np.isnan(consts), 0.0, consts)
     if not np.any(consts):
         return None
-    if sink.op.fold_delta is None or sink.op.bias_slot is None or not sink.op.can_fold(sink.node):
+    if not sink.folds_constants or sink.op.fold_delta is None or sink.op.bias_slot is None:
         return None
     weight = np.asarray(_constant(sink.node.inputs[sink.weight_index]), dtype=np.float64)
     return (sink.node, sink.op.bias_slot), sink.op.fold_delta(sink.node, weight, consts)

@@ -89,6 +89,30 @@ def unchanged_weight_layers(
     return reasons
 
 
+def unfolded_constants(channels: ChannelGraph, removed_units: np.ndarray) -> list[tuple[str, str]]:
+    """For every layer whose bias cannot absorb the constant channels reaching it: what that costs.
+
+    Such a channel stays in exact removal (it is not dead), and when a ratio
+    removes it anyway its constant contribution is lost, not compensated.
+    """
+    reasons = []
+    for sink in channels.sinks:
+        if sink.bias_note is None or sink.op.fold_delta is None or not sink.op.can_fold(sink.node):
+            continue
+        units = channels.unit_of_atom[sink.atoms]
+        constant = ~np.isnan(sink.consts) & (sink.consts != 0) & ~channels.unit_locked[units]
+        removed = constant & removed_units[units]
+        kept = constant & ~removed
+        effects = []
+        if kept.any():
+            effects.append(f"{int(np.count_nonzero(kept))} constant input channel(s) stay instead of being removed exactly")
+        if removed.any():
+            effects.append(f"{int(np.count_nonzero(removed))} removed input channel(s) of constant value are not compensated")
+        if effects:
+            reasons.append((sink.node.name or sink.node.op_type, f"{'; '.join(effects)}: its {sink.bias_note}, so no constant can be folded into it"))
+    return reasons
+
+
 def fill_report(report: PassReport, plan: ChannelPlan, options: ChannelOptions, costs: tuple[Cost, Cost] | None) -> None:
     """Changes (groups that lost channels), skips with their reasons, and totals; ``costs`` is (before, after)."""
     for group in plan.groups:

@@ -102,7 +102,7 @@ def _dead_units(channels: ChannelGraph) -> np.ndarray:
     """Units whose every consumed position is a known constant that can be folded exactly."""
     dead = ~channels.unit_locked.copy()
     for sink in channels.sinks:
-        exact = ~np.isnan(sink.consts) & ((sink.consts == 0) | sink.op.can_fold(sink.node))
+        exact = ~np.isnan(sink.consts) & ((sink.consts == 0) | sink.folds_constants)
         dead[channels.unit_of_atom[sink.atoms[~exact]]] = False
     has_source = np.zeros(channels.num_units, dtype=bool)
     for source in channels.sources:

@@ -61,7 +61,7 @@ from onnxprune.passes import channel_apply
 from onnxprune.passes.base import PassReport, PruningPass, PruningResult
 from onnxprune.passes.channel_edits import compute_edits
 from onnxprune.passes.channel_plan import ChannelPlan, ChannelPlanError, GroupPlan
-from onnxprune.passes.channel_report import fill_report, group_plans, unchanged_weight_layers
+from onnxprune.passes.channel_report import fill_report, group_plans, unchanged_weight_layers, unfolded_constants
 from onnxprune.passes.channel_selection import select_channels, unit_scores
 from onnxprune.reconstruct.capture import Feeds
 from onnxprune.reconstruct.refit import refit_changed_layers
@@ -98,7 +98,7 @@ def plan_channel_pruning(
     selection = select_channels(channels, dataclasses.replace(options, importance=criterion) if scores is None else options, scores)
     edits = compute_edits(channels, selection.removed)
     groups = group_plans(channels, selection)
-    skipped = unchanged_weight_layers(model, channels, edits.tensors, groups)
+    skipped = unchanged_weight_layers(model, channels, edits.tensors, groups) + unfolded_constants(channels, selection.removed)
     return ChannelPlan(edits.tensors, edits.attributes, edits.cleared, edits.removed_positions, groups, skipped, channels, selection.removed, criterion)
 
 

@@ -35,6 +35,7 @@ import onnx_ir.passes.common as common_passes
 from onnxprune import ir as irx
 from onnxprune.analysis.shapes import ShapeFacts
 from onnxprune.analysis.weight_ops import weight_op, weight_slots
+from onnxprune.naming import Names
 from onnxprune.passes.base import PassReport, PruningPass, PruningResult
 
 # Shape facts inferred on first use: most models reach cleanup with nothing to rewrite and need none.
@@ -59,8 +60,9 @@ class CleanupPass(PruningPass):
         # Inferred at the first rewrite that needs a shape, before that rewrite changes the graph.
         facts: _LazyFacts = functools.cache(functools.partial(ShapeFacts.infer, model))
         opset = graph.opset_imports.get("", 1)
+        names = Names(graph)
         for node in list(graph):
-            _try_replace_zero_weight(graph, node, facts, opset, report)
+            _try_replace_zero_weight(graph, node, facts, opset, names, report)
         for node in list(graph):
             _try_drop_zero_bias(node, opset, report)
         for node in list(graph):
@@ -93,7 +95,7 @@ def _skip_subgraphs(model: ir.Model, report: PassReport) -> None:
                 )
 
 
-def _try_replace_zero_weight(graph: ir.Graph, node: ir.Node, facts: _LazyFacts, opset: int, report: PassReport) -> None:
+def _try_replace_zero_weight(graph: ir.Graph, node: ir.Node, facts: _LazyFacts, opset: int, names: Names, report: PassReport) -> None:
     """Case 1: replace a layer whose whole weight is zero by its broadcast bias."""
     slot = _zero_weight_slot(node)
     if slot is None:
@@ -107,13 +109,13 @@ def _try_replace_zero_weight(graph: ir.Graph, node: ir.Node, facts: _LazyFacts, 
     if reason is None and opset < 8:
         reason = f"Expand needs opset 8, the model uses opset {opset}"
     if reason is None:
-        shape_value, reason = _output_shape_value(graph, node, slot, data, output, facts())
+        shape_value, reason = _output_shape_value(graph, node, slot, data, output, facts(), names)
     if reason is not None:
         report.skip(label, f"weight is all zero but the layer is kept: {reason}")
         return
     assert fill is not None and shape_value is not None
-    fill_value = irx.add_initializer(graph, f"{output.name}_fill", fill)
-    expand = _new_node(graph, "Expand", [fill_value, shape_value], f"{output.name}_expanded", f"{node.name}_zero_weight")
+    fill_value = irx.add_initializer(graph, names.fresh(f"{output.name}_fill"), fill)
+    expand = _new_node(names, "Expand", [fill_value, shape_value], f"{output.name}_expanded", f"{_label_hint(node)}_zero_weight")
     graph.insert_before(node, expand)
     replacement = expand.outputs[0]
     replacement.shape = facts().shape(output)
@@ -233,7 +235,7 @@ def _fill(node: ir.Node, slot: int) -> tuple[np.ndarray | None, str | None]:
 
 
 def _output_shape_value(
-    graph: ir.Graph, node: ir.Node, slot: int, data: ir.Value | None, output: ir.Value, facts: ShapeFacts
+    graph: ir.Graph, node: ir.Node, slot: int, data: ir.Value | None, output: ir.Value, facts: ShapeFacts, names: Names
 ) -> tuple[ir.Value | None, str | None]:
     """An int64 shape for ``Expand``: a constant, or gathered from ``Shape(data)`` for symbolic dims."""
     out_shape = facts.shape(output)
@@ -242,7 +244,7 @@ def _output_shape_value(
     dims = list(out_shape)
     symbolic = [axis for axis, dim in enumerate(dims) if not isinstance(dim, int)]
     if not symbolic:
-        return irx.add_initializer(graph, f"{output.name}_shape", np.array(dims, dtype=np.int64)), None
+        return irx.add_initializer(graph, names.fresh(f"{output.name}_shape"), np.array(dims, dtype=np.int64)), None
     data_shape = facts.shape(data) if data is not None else None
     if data is None or data_shape is None:
         return None, f"output dims {symbolic} are symbolic and the input's rank is unknown"
@@ -259,20 +261,20 @@ def _output_shape_value(
             static_position += 1
         else:
             indices.append(sources[axis])
-    shape_node = _new_node(graph, "Shape", [data], f"{output.name}_input_shape", f"{node.name}_input_shape")
+    shape_node = _new_node(names, "Shape", [data], f"{output.name}_input_shape", f"{_label_hint(node)}_input_shape")
     nodes = [shape_node]
     table = shape_node.outputs[0]
     axis_zero = [ir.AttrInt64("axis", 0)]
     if statics:
-        static_value = irx.add_initializer(graph, f"{output.name}_static_dims", np.array(statics, dtype=np.int64))
+        static_value = irx.add_initializer(graph, names.fresh(f"{output.name}_static_dims"), np.array(statics, dtype=np.int64))
         concat = _new_node(
-            graph, "Concat", [table, static_value], f"{output.name}_shape_table", f"{node.name}_shape_table", axis_zero
+            names, "Concat", [table, static_value], f"{output.name}_shape_table", f"{_label_hint(node)}_shape_table", axis_zero
         )
         nodes.append(concat)
         table = concat.outputs[0]
-    index_value = irx.add_initializer(graph, f"{output.name}_shape_index", np.array(indices, dtype=np.int64))
+    index_value = irx.add_initializer(graph, names.fresh(f"{output.name}_shape_index"), np.array(indices, dtype=np.int64))
     gather = _new_node(
-        graph, "Gather", [table, index_value], f"{output.name}_shape", f"{node.name}_output_shape", axis_zero
+        names, "Gather", [table, index_value], f"{output.name}_shape", f"{_label_hint(node)}_output_shape", axis_zero
     )
     nodes.append(gather)
     graph.insert_before(node, nodes)
@@ -313,18 +315,19 @@ def _broadcast_changes(data: ir.Value, constant_shape: tuple[int, ...], facts: S
     return None
 
 
+def _label_hint(node: ir.Node) -> str:
+    """What names derived from ``node`` start with: its name, or its op type when it has none."""
+    return node.name or node.op_type
+
+
 def _new_node(
-    graph: ir.Graph,
+    names: Names,
     op_type: str,
     inputs: list[ir.Value],
     output_hint: str,
-    node_name: str,
+    node_hint: str,
     attributes: list[ir.Attr] | None = None,
 ) -> ir.Node:
-    """A default-domain node with one output named after ``output_hint``, unique in ``graph``."""
-    taken = {value.name for value in graph.inputs} | set(graph.initializers)
-    taken |= {value.name for other in graph for value in other.outputs}
-    name, suffix = output_hint, 1
-    while name in taken:
-        name, suffix = f"{output_hint}_{suffix}", suffix + 1
-    return ir.Node("", op_type, inputs, attributes or (), outputs=[ir.Value(name=name)], name=node_name)
+    """A default-domain node with one output; node and output names are fresh in the whole model."""
+    output = ir.Value(name=names.fresh(output_hint))
+    return ir.Node("", op_type, inputs, attributes or (), outputs=[output], name=names.fresh(node_hint))

@@ -39,6 +39,7 @@ import onnx_ir as ir
 
 from onnxprune import ir as irx
 from onnxprune.analysis.weight_ops import reduction_axis, weight_op, weight_slots
+from onnxprune.naming import fresh_name
 from onnxprune.options import WeightOptions
 from onnxprune.passes.base import PassReport, PruningPass, PruningResult
 
@@ -386,7 +387,7 @@ def _write(graph: ir.Graph, candidate: _Candidate) -> None:
     constant = value.producer()
     assert constant is not None and constant.op_type == "Constant", "selection admits initializers and Constant outputs"
     name = value.name or "weight"
-    replacement = irx.add_initializer(graph, f"{name}_pruned", pruned)
+    replacement = irx.add_initializer(graph, fresh_name(graph, f"{name}_pruned"), pruned)
     value.replace_all_uses_with(replacement)
     graph.remove(constant, safe=True)
     replacement.name = name

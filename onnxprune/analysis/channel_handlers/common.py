@@ -16,6 +16,16 @@ def input_at(node: ir.Node, index: int) -> ir.Value | None:
     return node.inputs[index] if len(node.inputs) > index else None
 
 
+def not_constant_reason(value: ir.Value | None) -> str:
+    """How a report says why an input is no constant a pass may rewrite (as a predicate: "'b' is ...")."""
+    if value is None:
+        return "is absent"
+    if value.is_graph_input():
+        listed = "an initializer also listed as a graph input" if value.is_initializer() else "a graph input"
+        return f"'{value.name}' is {listed}, which callers may feed at run time"
+    return f"'{value.name}' is computed at run time"
+
+
 def ints(array: np.ndarray | None) -> list[int] | None:
     """A constant as a flat list of Python ints (axes, sizes, bounds), or None when it is not constant."""
     return None if array is None else [int(item) for item in np.asarray(array).reshape(-1)]
@@ -47,8 +57,13 @@ def pads_input(node: ir.Node) -> bool:
 
 
 def foreign_channels(walk: Walk, value: ir.Value, count: int) -> np.ndarray:
-    """Fixed atoms for ``count`` channels that ``value`` brings in from outside any prunable layer."""
-    return walk.fixed_atoms(count, f"'{value.name}' carries channels that come from no prunable layer")
+    """Fixed atoms for ``count`` channels that ``value`` brings in from outside any prunable layer.
+
+    An initializer also listed as a graph input looks like a constant but is
+    fed at run time; the reason says so rather than calling it data.
+    """
+    reason = not_constant_reason(value) if value.is_initializer() else f"'{value.name}' carries channels that come from no prunable layer"
+    return walk.fixed_atoms(count, reason)
 
 
 def follow(

@@ -13,7 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.analysis.channel_graph import SliceEdit
-from onnxprune.analysis.channel_handlers.common import follow, only_first_output_used, positive_axis
+from onnxprune.analysis.channel_handlers.common import follow, input_at, not_constant_reason, only_first_output_used, positive_axis
 from onnxprune.analysis.channel_handlers.registry import Walk, register_channel_handler
 from onnxprune.ir import node_label
 
@@ -23,9 +23,14 @@ def _batch_norm(walk: Walk, node: ir.Node) -> None:
     tracked = walk.first_tracked_only(node)
     if tracked is None:
         return
-    params = [param for param in (walk.const_input(node, index) for index in range(1, 5)) if param is not None]
-    if len(params) < 4 or not only_first_output_used(node):
-        walk.lock(tracked.atoms, f"{node_label(node)} has non-constant parameters or training outputs")
+    found = [walk.const_input(node, index) for index in range(1, 5)]
+    params = [param for param in found if param is not None]
+    if len(params) < 4:
+        missing = next(index for index, param in enumerate(found, start=1) if param is None)
+        walk.lock(tracked.atoms, f"{node_label(node)} parameter {not_constant_reason(input_at(node, missing))}")
+        return
+    if not only_first_output_used(node):
+        walk.lock(tracked.atoms, f"{node_label(node)} has training outputs")
         return
     if tracked.axis != 1 or any(np.asarray(param).shape != (tracked.size,) for param in params):
         walk.lock(tracked.atoms, f"{node_label(node)} parameters do not match the channels")
@@ -43,7 +48,11 @@ def _instance_norm(walk: Walk, node: ir.Node) -> None:
     if tracked is None:
         return
     params = [walk.const_input(node, index) for index in (1, 2)]
-    if any(param is None or np.asarray(param).shape != (tracked.size,) for param in params) or tracked.axis != 1:
+    missing = next((index for index, param in zip((1, 2), params) if param is None), None)
+    if missing is not None:
+        walk.lock(tracked.atoms, f"{node_label(node)} parameter {not_constant_reason(input_at(node, missing))}")
+        return
+    if any(np.asarray(param).shape != (tracked.size,) for param in params) or tracked.axis != 1:
         walk.lock(tracked.atoms, f"{node_label(node)} parameters are not constant per channel")
         return
     for index in (1, 2):

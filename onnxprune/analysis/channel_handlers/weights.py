@@ -30,7 +30,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.analysis.channel_graph import AttributeEdit, Sink, SliceEdit, Tracked
-from onnxprune.analysis.channel_handlers.common import count_kept, input_at, pads_input, positive_axis
+from onnxprune.analysis.channel_handlers.common import count_kept, input_at, not_constant_reason, pads_input, positive_axis
 from onnxprune.analysis.channel_handlers.registry import ChannelHandler, Walk, register_channel_handler
 from onnxprune.analysis.weight_ops import WEIGHT_OPS, WeightOp
 from onnxprune.ir import constant_array, node_label
@@ -48,7 +48,7 @@ def _weight_layer(check_input: InputCheck) -> ChannelHandler:
         if tracked is not None:
             weight = walk.const_input(node, op.weight_slot)
             if weight is None:
-                walk.lock(tracked.atoms, f"{node_label(node)} weight is computed at run time")
+                walk.lock(tracked.atoms, f"{node_label(node)} weight {not_constant_reason(input_at(node, op.weight_slot))}")
             else:
                 check_input(walk, node, tracked, np.asarray(weight))
         _open_source(walk, node, op)
@@ -64,10 +64,16 @@ def _matches(node: ir.Node, tracked: Tracked, weight: np.ndarray, per_slice: int
 
 
 def _sink(walk: Walk, node: ir.Node, tracked: Tracked) -> None:
-    """The channels end here: the pass removes their slices of the weight (input axis)."""
+    """The channels end here: the pass removes their slices of the weight (input axis).
+
+    Removed channels of known constant value fold into the bias only when the
+    bias is absent or a constant; a run-time bias must stay as it is read.
+    """
     op = WEIGHT_OPS[node.op_type]
+    bias_value, bias = _bias(node, op)
+    bias_note = None if bias_value is None or bias is not None else f"bias {not_constant_reason(bias_value)}"
     walk.touch(node, tracked.atoms)
-    walk.record(Sink(node, op.weight_slot, op.input_axis(node), tracked.atoms, tracked.consts, op))
+    walk.record(Sink(node, op.weight_slot, op.input_axis(node), tracked.atoms, tracked.consts, op, bias_note))
 
 
 def _mismatch(walk: Walk, node: ir.Node, tracked: Tracked) -> None:
@@ -136,7 +142,7 @@ def _depthwise(walk: Walk, node: ir.Node, tracked: Tracked, weight: np.ndarray) 
     atoms = np.repeat(tracked.atoms, multiplier)
     bias_value, bias = _bias(node, op)
     if bias_value is not None and bias is None:
-        walk.lock(tracked.atoms, f"{node_label(node)} (depthwise) bias is computed at run time")
+        walk.lock(tracked.atoms, f"{node_label(node)} (depthwise) bias {not_constant_reason(bias_value)}")
         return
     walk.touch(node, tracked.atoms)
     walk.record(SliceEdit(node, op.weight_slot, op.output_axis(node), atoms))
@@ -166,7 +172,7 @@ def _open_source(walk: Walk, node: ir.Node, op: WeightOp) -> None:
     """Open one channel per output slice of a constant weight, or say why the layer is not a source."""
     weight = walk.const_input(node, op.weight_slot)
     if weight is None:
-        walk.not_a_source(node, "its weight is computed at run time, not a constant")
+        walk.not_a_source(node, f"its weight {not_constant_reason(input_at(node, op.weight_slot))}, not a constant")
         return
     weight = np.asarray(weight)
     group = op.group(node)
@@ -179,7 +185,7 @@ def _open_source(walk: Walk, node: ir.Node, op: WeightOp) -> None:
         return
     bias_value, bias = _bias(node, op)
     if bias_value is not None and bias is None:
-        walk.not_a_source(node, "its bias is computed at run time")
+        walk.not_a_source(node, f"its bias {not_constant_reason(bias_value)}")
         return
     weight_axis = op.output_axis(node)
     atoms = walk.open_source(node, op.weight_slot, weight_axis, weight.shape[weight_axis])
