@@ -22,7 +22,7 @@ from typing import Any
 import onnx_ir as ir
 
 from onnxprune import ir as irx
-from onnxprune.analysis.shapes import infer_shapes
+from onnxprune.analysis.shapes import infer_all_shapes
 from onnxprune.analysis.weight_ops import static_dims, weight_op
 
 
@@ -106,7 +106,7 @@ def _shaped(model: ir.Model, shapes: Mapping[str, Sequence[int]] | None) -> ir.M
     if shapes:
         _fix_input_shapes(shaped, shapes)
     _fix_symbolic_batch(shaped)
-    infer_shapes(shaped)
+    infer_all_shapes(shaped)
     return shaped
 
 
