@@ -9,7 +9,7 @@ medians taken at different moments.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,6 +17,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune import runtime
+from onnxprune.errors import InputError
+from onnxprune.model_source import ModelLike, read_model
 from onnxprune.progress import progress
 
 
@@ -36,22 +38,27 @@ class Timing:
 
 
 def benchmark(
-    models: list[ir.Model],
+    models: Sequence[ModelLike],
     runs: int = 50,
     warmup: int = 5,
     threads: int = 1,
     seed: int = 0,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
-    quiet: bool = False,
+    quiet: bool = True,
 ) -> list[Timing]:
     """Time every model on the same inputs, interleaved; speedups are relative to ``models[0]``.
 
-    Sessions use full graph optimisation, as a deployment would.
+    Sessions use full graph optimisation, as a deployment would.  Models
+    are paths, ``onnx.ModelProto``s or ``ir.Model``s and must take the same
+    inputs.  Progress is shown only with ``quiet=False``.
     """
     if runs < 1 or warmup < 0 or threads < 1:
         raise ValueError("runs and threads must be at least 1, warmup at least 0")
-    feeds = runtime.random_inputs(runtime.input_specs(models[0], shapes), seed)
-    sessions = [runtime.make_session(model, optimize=True, threads=threads) for model in models]
+    loaded = [read_model(model)[0] for model in models]
+    specs = runtime.input_specs(loaded[0], shapes)
+    _refuse_different_inputs(loaded, specs, shapes)
+    feeds = runtime.random_inputs(specs, seed)
+    sessions = [runtime.make_session(model, optimize=True, threads=threads) for model in loaded]
     for session in sessions:
         for _ in range(warmup):
             runtime.run(session, feeds)
@@ -74,3 +81,19 @@ def benchmark(
         )
         for row in samples
     ]
+
+
+def _refuse_different_inputs(models: list[ir.Model], specs: list[runtime.InputSpec], shapes: Mapping[str, tuple[int, ...]] | None) -> None:
+    """Interleaved timing feeds every model the same inputs; models that take different ones cannot be compared."""
+    expected = [(spec.name, spec.shape, spec.dtype) for spec in specs]
+    for index, model in enumerate(models[1:], start=2):
+        try:
+            actual = [(spec.name, spec.shape, spec.dtype) for spec in runtime.input_specs(model, shapes)]
+        except InputError as error:
+            raise InputError(f"model {index} cannot take the first model's inputs ({error})") from None
+        if actual != expected:
+            raise InputError(f"model {index} takes inputs {_describe(actual)}, the first model {_describe(expected)}: bench times models on the same inputs")
+
+
+def _describe(signature: list[tuple[str, tuple[int, ...], np.dtype]]) -> str:
+    return ", ".join(f"{name} {list(shape)} {dtype}" for name, shape, dtype in signature)

@@ -19,11 +19,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx_ir as ir
 
 from onnxprune import ir as irx
+from onnxprune import runtime
 from onnxprune.analysis.shapes import infer_all_shapes
 from onnxprune.analysis.weight_ops import static_dims, weight_op
+from onnxprune.errors import InputError
+from onnxprune.model_source import ModelLike, read_model
 
 
 @dataclass
@@ -39,18 +43,34 @@ class Cost:
     unknown_shape_nodes: list[str] = field(default_factory=list)
     file_bytes: int | None = None
 
+    @property
+    def macs_known(self) -> bool:
+        """Whether every weight op's MACs could be counted (no symbolic dims left in their shapes)."""
+        return not self.unknown_shape_nodes
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
 
 
-def model_cost(model: ir.Model, path: str | os.PathLike | None = None, shapes: Mapping[str, Sequence[int]] | None = None) -> Cost:
-    """Measure ``model``; ``path`` adds the size of the file it came from (with external data).
+def macs_ratio(original: Cost, pruned: Cost) -> float | None:
+    """Pruned MACs over original MACs; None when either count is incomplete (a ratio of partial counts means nothing)."""
+    if not (original.macs_known and pruned.macs_known):
+        return None
+    return pruned.macs / original.macs if original.macs else 1.0
+
+
+def model_cost(model: ModelLike, path: str | os.PathLike | None = None, shapes: Mapping[str, Sequence[int]] | None = None) -> Cost:
+    """Measure ``model`` (a path, ``onnx.ModelProto`` or ``ir.Model``); ``path`` adds the size of the file it came from (with external data).
+
+    A model given as a path is its own ``path``.
 
     ``shapes`` fixes the named inputs' dims (H and W of a model exported with
     symbolic ones): shapes of intermediate values are then inferred afresh
     from them, since the exporter's symbolic ones would otherwise be kept.
     """
+    model, source = read_model(model)
+    path = path if path is not None else source
     shaped = _shaped(model, shapes)
     histogram: Counter[str] = Counter()
     macs = elementwise = nodes = 0
@@ -107,7 +127,44 @@ def _shaped(model: ir.Model, shapes: Mapping[str, Sequence[int]] | None) -> ir.M
         _fix_input_shapes(shaped, shapes)
     _fix_symbolic_batch(shaped)
     infer_all_shapes(shaped)
+    _measure_missing_shapes(shaped)
     return shaped
+
+
+def _measure_missing_shapes(model: ir.Model) -> None:
+    """Shapes around weight ops that inference could not derive, read off one onnxruntime run at the fixed input shapes.
+
+    onnx shape inference stops at shapes computed at run time (a Reshape
+    whose target is a Concat of Shape slices, as Paddle exports write before
+    their classifier), which would leave those layers' MACs uncounted.  The
+    run needs every graph input fully fixed; otherwise the shapes stay unknown
+    and the count says so.
+    """
+    missing = {
+        value.name: value
+        for node in model.graph
+        if (op := weight_op(node)) is not None and op.macs(node) is None
+        for value in (*node.inputs, *node.outputs)
+        if value is not None and value.name and static_dims(value) is None and not value.is_graph_input()
+    }
+    if not missing:
+        return
+    try:
+        feeds = runtime.random_inputs(runtime.input_specs(model), seed=0)
+    except InputError:
+        return
+    declared = list(model.graph.outputs)
+    model.graph.outputs.extend(value for value in missing.values() if not value.is_graph_output())
+    try:
+        measured = runtime.run(runtime.make_session(model, optimize=False), feeds)
+    except Exception:  # a model onnxruntime cannot run keeps its unknown shapes, which the count reports
+        return
+    finally:
+        model.graph.outputs.clear()
+        model.graph.outputs.extend(declared)
+    for name, value in missing.items():
+        if name in measured:
+            value.shape = ir.Shape(list(np.shape(measured[name])))
 
 
 def _fix_input_shapes(model: ir.Model, shapes: Mapping[str, Sequence[int]]) -> None:
