@@ -9,11 +9,11 @@ every check and gate has passed.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import onnx
@@ -23,7 +23,7 @@ import onnxruntime
 
 from onnxprune import __version__
 from onnxprune import ir as irx
-from onnxprune.analysis.cost import Cost, model_cost
+from onnxprune.analysis.cost import Cost, macs_ratio, model_cost
 from onnxprune.analysis.shapes import infer_shapes
 from onnxprune.bench import Timing, benchmark
 from onnxprune.calibration import CalibrationData, load_calibration
@@ -31,6 +31,7 @@ from onnxprune.config import PruneConfig
 from onnxprune.errors import InputError
 from onnxprune.executor import executor_for
 from onnxprune.gates import Gate, check_gate_inputs, evaluate_gates
+from onnxprune.model_source import ModelLike, read_model
 from onnxprune.options import ChannelOptions, LayerOptions, TargetOptions, TimingOptions, WeightOptions
 from onnxprune.passes.base import PruningPass
 from onnxprune.passes.channels import ChannelPruningPass, DeadChannelPass
@@ -51,9 +52,31 @@ class PruneResult:
 
     model: ir.Model
     report: dict[str, Any]
+    """Everything below (and more: each pass's changes and skips, versions, the config) as JSON-ready data."""
     config: PruneConfig
     passed: bool
+    """False when validation, a gate (the default quality floor included) or the target failed."""
     failures: list[str] = field(default_factory=list)
+    original: Cost | None = None
+    """Parameters, MACs, nodes and file size of the input model."""
+    pruned: Cost | None = None
+    """The same for the pruned model."""
+    validation: Validation | None = None
+    """The comparison with the original (None with ``validate=False``)."""
+    timings: list[Timing] | None = None
+    """Latency of the original, then the pruned model (None with ``bench=False``)."""
+    gates: list[Gate] = field(default_factory=list)
+    """Every gate checked, the default quality floor's included."""
+
+    @property
+    def speedup(self) -> float | None:
+        """Measured speedup of the pruned model (original median latency over pruned), or None when not timed."""
+        return self.timings[1].speedup if self.timings else None
+
+    @property
+    def macs_ratio(self) -> float | None:
+        """Pruned MACs over original MACs, or None when symbolic dims left them uncounted."""
+        return self.report["macs_ratio"]
 
     def save(self, path: str | os.PathLike, keep: Iterable[str | os.PathLike] = ()) -> None:
         """Write the pruned model atomically (sparse storage and external data as configured).
@@ -64,32 +87,30 @@ class PruneResult:
         save_model(self.model, path, self.config, keep)
 
 
-def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None, /, quiet: bool = False, **options: Any) -> PruneResult:
+def prune(model: ModelLike, config: PruneConfig | None = None, /, quiet: bool = True, **options: Any) -> PruneResult:
     """Prune ``model`` as ``config`` (or keyword options with the CLI's names) says.
 
     ``calibration`` (and ``labels``) may also be data rather than a path: an
     array, a dict of arrays keyed by input name, or an iterable of feed dicts
     (see :func:`onnxprune.calibration.load_calibration`).
 
-    The input model is never modified: a path is loaded afresh, an
-    ``ir.Model`` is cloned.  ``result.passed`` is False when validation or a
-    quality gate failed; the caller decides whether to save anyway.
+    ``model`` is a path, an ``onnx.ModelProto`` or an ``ir.Model``; it is
+    never modified (the passes work on a copy).  ``result.passed`` is False
+    when validation or a quality gate failed; the caller decides whether to
+    save anyway.  Nothing is printed unless ``quiet=False`` asks for progress.
     """
     in_memory = {key: options.pop(key) for key in ("calibration", "labels") if not isinstance(options.get(key), (str, os.PathLike, type(None)))}
     config = config or PruneConfig()
     if options:
         config = PruneConfig.from_mapping({**config.values, **options})
+    _refuse_nothing_to_prune(config)
     check_gate_inputs(config, calibration_given=config.calibration is not None or "calibration" in in_memory)
-    source_path: Path | None = None
-    if isinstance(model, ir.Model):
-        original = model
-    else:
-        source_path = Path(model)
-        original = irx.load(source_path)
+    original, source_path = read_model(model)
     calibration = _calibration(original, config, in_memory)
     # Symbolic dims fixed as the user or the data says, for MAC counts and timing alike.
     cost_shapes = config.input_shapes() or (calibration.shapes_of_one_sample(original) if calibration is not None else {})
     original_cost = model_cost(original, source_path, shapes=cost_shapes)
+    _refuse_unknown_macs(original_cost, config)
     candidate = irx.copy_model(original)
     steps: list[dict[str, Any]] = []
 
@@ -116,15 +137,17 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
     )
     validation = _validate(original, candidate, config, calibration, quiet) if config.validate else None
     timings = _time(original, candidate, config, cost_shapes, quiet) if config.bench else None
-    macs_ratio = pruned_cost.macs / original_cost.macs if original_cost.macs else 1.0
-    gates = evaluate_gates(config, validation, timings[1].speedup if timings else None, macs_ratio)
+    pruned_macs_ratio = macs_ratio(original_cost, pruned_cost)
+    gates = evaluate_gates(config, validation, timings[1].speedup if timings else None, pruned_macs_ratio, lossy)
 
     failures = [f"gate {gate.describe()}" for gate in gates if not gate.passed]
     if validation is not None:
         failures.extend(_validation_failures(validation, lossy))
     target_record = None
     if target is not None:
-        target_record = _target_record(target, macs_ratio, pruned_cost.params / original_cost.params if original_cost.params else 1.0, timings)
+        params_ratio = pruned_cost.params / original_cost.params if original_cost.params else 1.0
+        # A MAC target is refused up front when MACs cannot be counted; an uncountable pruned model misses it.
+        target_record = _target_record(target, pruned_macs_ratio if pruned_macs_ratio is not None else math.inf, params_ratio, timings)
         failures.extend(target_record["failures"])
     report = build_report(
         (original_cost, pruned_cost),
@@ -139,7 +162,18 @@ def prune(model: ir.Model | str | os.PathLike, config: PruneConfig | None = None
         calibration=_calibration_record(calibration),
         target=target_record,
     )
-    return PruneResult(candidate, report, config, passed=not failures, failures=failures)
+    return PruneResult(
+        candidate,
+        report,
+        config,
+        passed=not failures,
+        failures=failures,
+        original=original_cost,
+        pruned=pruned_cost,
+        validation=validation,
+        timings=timings,
+        gates=gates,
+    )
 
 
 def finalize(model: ir.Model) -> None:
@@ -206,7 +240,8 @@ def build_report(
         "original": side(original, compressed[0], timings[0] if timings else None),
         "pruned": side(pruned, compressed[1], timings[1] if timings else None),
         "speedup": timings[1].speedup if timings else None,
-        "macs_ratio": pruned.macs / original.macs if original.macs else 1.0,
+        "macs_ratio": macs_ratio(original, pruned),
+        "macs_unknown": sorted(set(original.unknown_shape_nodes) | set(pruned.unknown_shape_nodes)),
         "lossy": lossy,
         "calibration": calibration,
         "target": target,
@@ -223,6 +258,33 @@ def build_report(
         "config": config.to_dict(),
         "failures": failures,
     }
+
+
+def _refuse_nothing_to_prune(config: PruneConfig) -> None:
+    """A run that asks for no pruning would write a copy and report success; a build step almost surely lost its options."""
+    asks = (
+        config.options(LayerOptions).selects_anything,
+        config.channel_ratio is not None or bool(config.channel_override),
+        _prunes_weights(config),
+        config.options(TargetOptions).given,
+    )
+    if not any(asks):
+        raise InputError(
+            "nothing to prune: give --channel-ratio (0 removes only dead channels, exactly), --channel-override, --weight-threshold, "
+            "--weight-sparsity, --bypass, --bypass-auto or a --target-* option, or set one in the config file"
+        )
+
+
+def _refuse_unknown_macs(cost: Cost, config: PruneConfig) -> None:
+    """A MAC gate or target judged on a partial count would pass or fail on garbage: refuse it before any work."""
+    if cost.macs_known:
+        return
+    asked = [flag for flag, value in (("--max-macs-ratio", config.max_macs_ratio), ("--target-macs", config.target_macs)) if value is not None]
+    if asked:
+        raise InputError(
+            f"{asked[0]}: MACs of {len(cost.unknown_shape_nodes)} layer(s) cannot be counted (symbolic dims, e.g. "
+            f"{cost.unknown_shape_nodes[0]}); give --input-shape NAME=D0,D1,... or --calibration data"
+        )
 
 
 def _calibration(model: ir.Model, config: PruneConfig, in_memory: dict[str, Any]) -> CalibrationData | None:
@@ -339,7 +401,7 @@ def _validation_failures(validation: Validation, lossy: bool) -> list[str]:
     if lossy:
         return []
     return [
-        f"validation: output '{output.name}' drifted (max abs diff {output.max_abs_diff:.3g}) although no lossy pass ran"
+        f"validation: output '{output.name}' drifted (max abs diff {output.max_abs_diff:.3g}, tolerance atol {output.atol:.3g}) although no lossy pass ran"
         for output in validation.outputs
         if not output.within_tolerance
     ]

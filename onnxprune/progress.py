@@ -2,6 +2,8 @@
 
 Long steps (simplification, candidate scoring, timing) must show they are
 alive to a person, but a build log should not fill with redraw sequences.
+Progress goes to standard output with the report, so standard error carries
+only the one line of an error and a build step can show it as the reason.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ def silenced(quiet: bool = True) -> Iterator[None]:
 
 
 def interactive() -> bool:
-    """Whether standard error is a terminal a person is watching."""
-    return sys.stderr.isatty()
+    """Whether standard output is a terminal a person is watching."""
+    return sys.stdout.isatty()
 
 
 @contextmanager
@@ -43,7 +45,7 @@ def progress(description: str, total: int | None = None, quiet: bool = False) ->
         yield _ignore
         return
     if not interactive():
-        print(f"{description} ...", file=sys.stderr, flush=True)
+        print(f"{description} ...", flush=True)
         yield _ignore
         return
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]

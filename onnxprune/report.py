@@ -19,6 +19,7 @@ from rich.table import Table
 
 from onnxprune.analysis.cost import Cost
 from onnxprune.bench import Timing
+from onnxprune.gates import FLOOR_HINT, Gate
 from onnxprune.ir import atomic_output
 from onnxprune.validate import Validation
 
@@ -74,8 +75,8 @@ def render_inspect(console: Console, data: dict[str, Any]) -> None:
         )
 
 
-def render_validation(console: Console, validation: Validation) -> None:
-    """Per-output drift and the verdict."""
+def render_validation(console: Console, validation: Validation, gates: Sequence[Gate] = (), passed: bool | None = None) -> None:
+    """Per-output drift, the gates checked and the verdict (``passed``; the validation's own when not given)."""
     if validation.checker_error is not None:
         console.print(f"[red]onnx.checker failed:[/] {escape(validation.checker_error)}")
     for problem in validation.problems:
@@ -92,14 +93,23 @@ def render_validation(console: Console, validation: Validation) -> None:
                 f"{output.max_rel_diff:.3g}",
                 f"{output.cosine:.6f}",
                 "-" if output.top1_agreement is None else f"{output.top1_agreement:.1%}",
-                "yes" if output.within_tolerance else "[red]no[/]",
+                ("yes" if output.within_tolerance else "[red]no[/]") + (f" (atol {output.atol:.2g})" if output.atol > validation.atol else ""),
             )
         console.print(table)
     if validation.accuracy is not None:
         console.print(
             f"accuracy: reference {validation.accuracy['reference']:.2%}, candidate {validation.accuracy['candidate']:.2%}"
         )
-    console.print("[green]PASSED[/]" if validation.passed else "[red]FAILED[/]")
+    _render_gates(console, [gate.to_dict() for gate in gates])
+    console.print("[green]PASSED[/]" if (validation.passed if passed is None else passed) else "[red]FAILED[/]")
+
+
+def _render_gates(console: Console, gates: list[dict[str, Any]]) -> None:
+    for gate in gates:
+        verdict = "[green]passed[/]" if gate["passed"] else f"[red]FAILED by {abs(gate['margin']):.6g}[/]"
+        if gate["default"] and not gate["passed"]:
+            verdict += f" ({FLOOR_HINT})"
+        console.print(f"gate {escape(gate['name'])}: {gate['value']:.6g} (limit {gate['limit']:.6g}) {verdict}")
 
 
 def render_bench(console: Console, names: Sequence[str], timings: Sequence[Timing], threads: int) -> None:
@@ -127,17 +137,27 @@ def render_prune(console: Console, report: dict[str, Any]) -> None:
     ):
         if original.get(key) is None and pruned.get(key) is None:
             continue  # e.g. deflated size, measured only when weights were pruned
+        if key == "macs" and report["macs_ratio"] is None:
+            table.add_row(label, "unknown", "unknown", "symbolic dims: give --input-shape")
+            continue
         table.add_row(label, formatter(original[key]), formatter(pruned[key]), _ratio(pruned[key], original[key]))
     if report["speedup"] is not None:
         before, after = original["latency_ms"], pruned["latency_ms"]
-        table.add_row("latency median", f"{before['median']:.3f} ms", f"{after['median']:.3f} ms", _ratio(after["median"], before["median"]))
+        threads = report["config"]["threads"]
+        table.add_row(
+            f"latency median ({threads} thread{'s' if threads != 1 else ''})",
+            f"{before['median']:.3f} ms",
+            f"{after['median']:.3f} ms",
+            _ratio(after["median"], before["median"]),
+        )
         table.add_row("latency p90", f"{before['p90']:.3f} ms", f"{after['p90']:.3f} ms", _ratio(after["p90"], before["p90"]))
         table.add_row("speedup", "", "", f"{report['speedup']:.2f}x")
     validation = report["validation"]
     if validation is not None and validation["outputs"]:
         worst_abs = max(output["max_abs_diff"] for output in validation["outputs"])
         worst_cos = min(output["cosine"] for output in validation["outputs"])
-        table.add_row("validated on", "", "", validation["data"])
+        shapes = ", ".join(f"{name} {shape}" for name, shape in validation["input_shapes"].items())
+        table.add_row("validated on", "", "", f"{validation['data']}; {'real' if validation['real_data'] else 'RANDOM'} inputs, {shapes}")
         table.add_row("output drift", "", "", f"max abs {worst_abs:.3g}, cosine {worst_cos:.6f}")
         agreements = [output["top1_agreement"] for output in validation["outputs"] if output["top1_agreement"] is not None]
         if agreements:
@@ -146,6 +166,8 @@ def render_prune(console: Console, report: dict[str, Any]) -> None:
             accuracy = validation["accuracy"]
             table.add_row("accuracy", f"{accuracy['reference']:.2%}", f"{accuracy['candidate']:.2%}", "")
     console.print(table)
+    if report.get("config_file"):
+        console.print(f"[bold]config[/]: {escape(report['config_file'])}")
     calibration = report.get("calibration")
     if calibration is not None:
         console.print(
@@ -161,11 +183,10 @@ def render_prune(console: Console, report: dict[str, Any]) -> None:
             f"({len(target['searched'])} allocation(s) measured); {cuts}"
         )
     render_passes(console, report["passes"])
-    for gate in report["gates"]:
-        verdict = "[green]passed[/]" if gate["passed"] else f"[red]FAILED by {abs(gate['margin']):.6g}[/]"
-        console.print(f"gate {gate['name']}: {gate['value']:.6g} (limit {gate['limit']:.6g}) {verdict}")
+    _render_gates(console, report["gates"])
     for failure in report.get("failures", []):
-        console.print(f"[red]{escape(failure)}[/]")
+        if not failure.startswith("gate "):  # failed gates were printed above
+            console.print(f"[red]{escape(failure)}[/]")
 
 
 def render_sensitivity(console: Console, data: dict[str, Any]) -> None:

@@ -21,7 +21,12 @@ import onnx_ir as ir
 from onnxprune import ir as irx
 from onnxprune import runtime
 from onnxprune.errors import InputError, first_line
+from onnxprune.model_source import ModelLike, read_model
 
+PRECISION_STEPS = 4
+"""Steps of an output's dtype (at its magnitude) that an exact rewrite may differ by."""
+NOISE_FACTOR = 4.0
+"""Times the original's own rounding noise (optimised vs not, in onnxruntime) that an exact rewrite may differ by."""
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
 
@@ -37,6 +42,8 @@ class OutputComparison:
     cosine: float
     top1_agreement: float | None
     within_tolerance: bool
+    atol: float = 0.0
+    """The absolute tolerance applied: the requested one, raised to the output's own precision when that is coarser."""
 
 
 @dataclass
@@ -50,6 +57,10 @@ class Validation:
     samples: int = 0
     data: str = ""
     """What the outputs were compared on (held-out calibration samples, an npz, random inputs)."""
+    real_data: bool = False
+    """Whether that data is real (held-out samples, an npz) rather than random inputs, which say little about a trained model's task."""
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    """The shape of each input in the first compared batch."""
     rtol: float = DEFAULT_RTOL
     atol: float = DEFAULT_ATOL
     accuracy: dict[str, float] | None = None
@@ -125,13 +136,19 @@ def comparison_batches(model: ir.Model, source: InputSource) -> tuple[list[dict[
 
 
 def validate(
-    reference: ir.Model,
-    candidate: ir.Model,
+    reference: ModelLike,
+    candidate: ModelLike,
     source: InputSource = InputSource(),
     rtol: float = DEFAULT_RTOL,
     atol: float = DEFAULT_ATOL,
 ) -> Validation:
-    """Check ``candidate`` and compare its outputs with ``reference``'s on the same inputs."""
+    """Check ``candidate`` and compare its outputs with ``reference``'s on the same inputs.
+
+    Both are paths, ``onnx.ModelProto``s or ``ir.Model``s.  A candidate that
+    fails the checker is a failed validation, not an error.
+    """
+    reference, _ = read_model(reference)
+    candidate, _ = read_model(candidate, check=False)
     result = Validation(passed=False, checker_error=check_model(candidate), rtol=rtol, atol=atol)
     if result.checker_error is not None:
         result.problems.append(f"onnx.checker: {result.checker_error}")
@@ -148,6 +165,8 @@ def validate(
         result.problems.append(str(error))
         return result
     result.samples = len(batches)
+    result.real_data = source.batches is not None or source.npz_path is not None
+    result.input_shapes = {name: list(np.shape(array)) for name, array in batches[0].items()} if batches else {}
     result.data = source.describe() if source.batches is not None else f"{source.describe()} ({sum(runtime.sample_count(batch) for batch in batches)} samples)"
     for name, expected in reference_outputs.items():
         actual = candidate_outputs[name]
@@ -155,6 +174,7 @@ def validate(
             result.problems.append(f"output '{name}' has shape {list(actual.shape)}, the reference {list(expected.shape)}")
             continue
         result.outputs.append(compare_arrays(name, expected, actual, rtol, atol))
+    _allow_for_precision(result, reference, batches, reference_outputs, candidate_outputs)
     if labels is not None:
         first = next(iter(reference_outputs))
         result.accuracy = {
@@ -183,7 +203,52 @@ def compare_arrays(name: str, expected: np.ndarray, actual: np.ndarray, rtol: fl
         cosine=_cosine(reference, candidate),
         top1_agreement=_top1_agreement(reference, candidate),
         within_tolerance=bool(np.all(difference <= atol + rtol * np.abs(reference))),
+        atol=atol,
     )
+
+
+def output_precision(expected: np.ndarray, noise: float) -> float:
+    """The smallest absolute drift an exact rewrite of the model can be held to on this output.
+
+    Two limits no rewrite can beat: a few steps of the output's own dtype at
+    its magnitude (one float16 step near 1.0 is 9.8e-4), and a few times the
+    rounding noise the original already shows when onnxruntime folds and
+    fuses it (``noise``; a rewrite that folds BatchNorm moves outputs as much).
+    """
+    magnitude = float(np.max(np.abs(expected), initial=0.0))
+    step = float(np.spacing(expected.dtype.type(magnitude))) if np.issubdtype(expected.dtype, np.floating) else 0.0
+    return max(PRECISION_STEPS * step, NOISE_FACTOR * noise)
+
+
+def _rounding_noise(model: ir.Model, batches: list[dict[str, np.ndarray]], outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Per output, how far onnxruntime's own graph optimisations move the original's outputs (its rounding noise)."""
+    session = runtime.make_session(model, optimize=True)
+    runs = [runtime.run(session, feeds) for feeds in batches]
+    optimized = {name: _join(name, [np.asarray(run[name]) for run in runs]) for name in runs[0]}
+    return {name: float(np.max(np.abs(optimized[name].astype(np.float64) - reference.astype(np.float64)), initial=0.0)) for name, reference in outputs.items()}
+
+
+def _allow_for_precision(
+    result: Validation,
+    reference: ir.Model,
+    batches: list[dict[str, np.ndarray]],
+    expected: Mapping[str, np.ndarray],
+    actual: Mapping[str, np.ndarray],
+) -> None:
+    """Re-judge outputs that missed ``atol`` against the tolerance their precision allows (:func:`output_precision`).
+
+    The rounding noise costs one more run of the original, so it is measured
+    only when an output missed the requested tolerance.
+    """
+    missed = [index for index, output in enumerate(result.outputs) if not output.within_tolerance]
+    if not missed:
+        return
+    noise = _rounding_noise(reference, batches, expected)
+    for index in missed:
+        output = result.outputs[index]
+        atol = max(result.atol, output_precision(expected[output.name], noise[output.name]))
+        if atol > result.atol:
+            result.outputs[index] = compare_arrays(output.name, expected[output.name], actual[output.name], result.rtol, atol)
 
 
 def _run_all(model: ir.Model, batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
