@@ -22,9 +22,11 @@ from onnxprune import ir as irx
 from onnxprune.analysis.cost import model_cost
 from onnxprune.bench import benchmark
 from onnxprune.calibration import load_calibration
-from onnxprune.config import COMMAND_LINE, OPTIONS, PruneConfig, load_config_file
+from onnxprune.config import COMMAND_LINE, OPTIONS, PruneConfig, did_you_mean, find_config_file, load_config_file
 from onnxprune.errors import InputError, OnnxPruneError, first_line
+from onnxprune.gates import pair_gates
 from onnxprune.option_spec import Option, OptionFamily
+from onnxprune.options import GateOptions
 from onnxprune.pipeline import prune, sensitivity_table
 from onnxprune.plots import plot_sensitivity, plot_tradeoff
 from onnxprune.report import (
@@ -45,10 +47,33 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line and exit 2 like every other user error."""
+    """argparse, but usage errors are one line and exit 2 like every other user error.
+
+    Abbreviated flags are refused (``--channel`` must not silently mean
+    ``--channel-ratio`` today and something else once a flag is added), and a
+    mistyped flag gets the closest known one as a suggestion.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}{self._suggestion(message)} (see {self.prog} --help)\n")
+
+    def _suggestion(self, message: str) -> str:
+        """For 'unrecognized arguments: --chanel-ratio 0.5', the closest flag this parser or its subcommands know."""
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        unknown = next((word.split("=")[0] for word in message.split()[2:] if word.startswith("--")), None)
+        return did_you_mean(unknown, self._flags()) if unknown else ""
+
+    def _flags(self) -> set[str]:
+        flags = {flag for action in self._actions for flag in action.option_strings}
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                flags.update(flag for parser in action.choices.values() if isinstance(parser, _Parser) for flag in parser._flags())
+        return flags
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,7 +115,7 @@ def _build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("validate", help="check CANDIDATE and compare its outputs with REFERENCE's")
     check.add_argument("reference")
     check.add_argument("candidate")
-    _add_options(check, ("inputs", "samples", "seed", "rtol", "atol", "input-shape"))
+    _add_options(check, ("inputs", "samples", "seed", "rtol", "atol", "input-shape", "runs", "warmup", "threads", *GATE_FLAGS))
     check.add_argument("--json", action="store_true")
     check.set_defaults(handler=_validate)
 
@@ -103,7 +128,10 @@ def _build_parser() -> argparse.ArgumentParser:
     pruning = commands.add_parser("prune", help="prune, validate and time against the original")
     pruning.add_argument("model")
     pruning.add_argument("-o", "--output", required=True, help="where to write the pruned model")
-    pruning.add_argument("--config", help="TOML file, or a pyproject.toml with [tool.onnxprune]")
+    pruning.add_argument(
+        "--config", help="TOML file, or a pyproject.toml with [tool.onnxprune] (default: the nearest onnxprune.toml or such pyproject.toml upward)"
+    )
+    pruning.add_argument("--no-config", action="store_true", help="ignore config files found from the current folder")
     pruning.add_argument("--profile", help="a [profile.NAME] table of the config file")
     pruning.add_argument("--report", help="write the JSON report here")
     pruning.add_argument("--json", action="store_true", help="print the JSON report instead of tables")
@@ -171,12 +199,18 @@ def _validate(arguments: argparse.Namespace, console: Console) -> int:
     candidate = irx.load(arguments.candidate, check=False)
     source = InputSource(config.inputs, config.samples, config.seed, config.input_shapes())
     result = validate(reference, candidate, source, rtol=config.rtol, atol=config.atol)
+    # With gates, the pair is judged by them (a lossy pair can pass); without, by equivalence within rtol/atol.
+    gated = any(config.values[flag.replace("-", "_")] is not None for flag in GATE_FLAGS)
+    gates = pair_gates(reference, candidate, config, result) if gated and result.checker_error is None and not result.problems else []
+    passed = (not result.problems and all(gate.passed for gate in gates)) if gated else result.passed
     if arguments.json:
-        print_json(console, result.to_dict())
+        print_json(console, {**result.to_dict(), "gates": [gate.to_dict() for gate in gates], "passed": passed})
     else:
-        render_validation(console, result)
-    return EXIT_OK if result.passed else EXIT_FAILED
+        render_validation(console, result, gates, passed)
+    return EXIT_OK if passed else EXIT_FAILED
 
+
+GATE_FLAGS = tuple(option.flag for option in OPTIONS if option.family is GateOptions)
 
 SENSITIVITY_FLAGS = (
     "calibration", "labels", "input-shape", "simplify", "round-to", "min-channels", "channel-exclude", "channel-override",
@@ -233,9 +267,10 @@ def _bench(arguments: argparse.Namespace, console: Console) -> int:
 
 
 def _prune(arguments: argparse.Namespace, console: Console) -> int:
-    config = _effective_config(arguments)
+    config, config_file = _effective_config(arguments)
     output = Path(arguments.output)
     _refuse_overwriting_input(Path(arguments.model), output)
+    _refuse_clashing_paths(arguments, config, config_file)
     result = prune(arguments.model, config, quiet=arguments.json)
     # The input's files survive whatever replacing or removing the previous output deletes.
     keep = irx.model_files(arguments.model)
@@ -245,6 +280,7 @@ def _prune(arguments: argparse.Namespace, console: Console) -> int:
         # A failed build must not leave a model behind that looks fine, nor the data file of one.
         irx.remove_output(output, keep=keep)
     result.report["output"] = str(output) if result.passed else None
+    result.report["config_file"] = str(config_file) if config_file is not None else None
     if arguments.report:
         write_json(result.report, arguments.report)
     if arguments.json:
@@ -255,14 +291,15 @@ def _prune(arguments: argparse.Namespace, console: Console) -> int:
     return EXIT_OK if result.passed else EXIT_FAILED
 
 
-def _effective_config(arguments: argparse.Namespace) -> PruneConfig:
-    """Defaults, then the config file (and profile), then the command line."""
+def _effective_config(arguments: argparse.Namespace) -> tuple[PruneConfig, Path | None]:
+    """Defaults, then the config file (given, or found from the current folder upward) and profile, then the command line."""
     config = PruneConfig()
-    if arguments.config:
-        config.update(load_config_file(arguments.config, arguments.profile), source=arguments.config)
+    path = Path(arguments.config) if arguments.config else None if arguments.no_config else find_config_file()
+    if path is not None:
+        config.update(load_config_file(path, arguments.profile), source=str(path))
     elif arguments.profile:
-        raise InputError("--profile needs --config FILE")
-    return _command_line_config(arguments, config)
+        raise InputError("--profile needs a config file: --config FILE, or an onnxprune.toml or [tool.onnxprune] in pyproject.toml")
+    return _command_line_config(arguments, config), path
 
 
 def _command_line_config(arguments: argparse.Namespace, config: PruneConfig) -> PruneConfig:
@@ -282,6 +319,25 @@ def _refuse_overwriting_input(model: Path, output: Path) -> None:
     irx.check_output_directory(output)
     if output.exists() and not os.access(output, os.W_OK):
         raise InputError(f"{output}: not writable")
+
+
+def _refuse_clashing_paths(arguments: argparse.Namespace, config: PruneConfig, config_file: Path | None) -> None:
+    """Before any work: no output may be an input (model, data, config) or the other output, and the report must be writable."""
+    inputs = {path.resolve(): "the input model or its external data" for path in irx.model_files(arguments.model)}
+    for label, value in (("--calibration", config.calibration), ("--labels", config.labels), ("--inputs", config.inputs), ("the config file", config_file)):
+        if value is not None:
+            inputs[Path(value).resolve()] = label
+    outputs = [("-o", Path(arguments.output))] + ([("--report", Path(arguments.report))] if arguments.report else [])
+    for flag, path in outputs:
+        if path.resolve() in inputs:
+            raise InputError(f"{path}: {flag} would overwrite {inputs[path.resolve()]}; choose another path")
+    if arguments.report:
+        report = Path(arguments.report)
+        if report.resolve() == Path(arguments.output).resolve():
+            raise InputError(f"{report}: --report and -o name the same file; choose another path")
+        irx.check_output_directory(report)
+        if report.exists() and not os.access(report, os.W_OK):
+            raise InputError(f"{report}: not writable")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ class _Declaration:
     check: Check | None = None
     config_default: Any = _SAME
     source: tuple[type[OptionFamily], str] | None = None
+    path: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class Option:
     check: Check | None = None
     filled: bool = False
     """The field is filled from another family's option ``flag``, not a config key of its own."""
+    path: bool = False
+    """The value is a file or folder path: a config file's relative path is read from the config file's folder."""
 
     @property
     def key(self) -> str:
@@ -88,6 +91,7 @@ def option(
     items: str = "strings",
     check: Check | None = None,
     config_default: Any = _SAME,
+    path: bool = False,
 ) -> Any:
     """A dataclass field that is also the option ``flag`` (config key and ``--flag``).
 
@@ -98,8 +102,9 @@ def option(
     ``config_default`` is the config's value when the option is not given,
     where that differs from the dataclass default: ``channel-ratio`` is None
     (no channel pass) while a ChannelOptions built without it has ratio 0.
+    ``path`` marks a file or folder path.
     """
-    declaration = _Declaration(flag, help, minimum, maximum, exclusive_maximum, choices, items, check, config_default)
+    declaration = _Declaration(flag, help, minimum, maximum, exclusive_maximum, choices, items, check, config_default, path=path)
     return dataclass_field(default=default, metadata={"option": declaration})
 
 
@@ -175,6 +180,7 @@ def _resolve(family: type[OptionFamily], field: Field[Any], hint: Any) -> Option
         declaration.items,
         declaration.check,
         declaration.source is not None,
+        declaration.path,
     )
 
 

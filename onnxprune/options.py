@@ -79,17 +79,19 @@ class ValidationOptions(OptionFamily):
     title: ClassVar[str] = "validation inputs and tolerances"
     label: ClassVar[str] = "validation option '{}'"
 
-    inputs: str | None = option(None, flag="inputs", help="npz of inputs for validation (keys = input names)")
+    inputs: str | None = option(None, flag="inputs", help="npz of inputs for validation (keys = input names)", path=True)
     calibration: str | None = option(
         None,
         flag="calibration",
         help="calibration samples: an npz or a folder of npz/npy files, keyed by input name (optional 'labels'); "
         "a fit part tunes pruning, a held-out part validates",
+        path=True,
     )
     labels: str | None = option(
         None,
         flag="labels",
         help="labels for --calibration samples (.npy, or .npz with a 'labels' array): validation reports task accuracy on the held-out part",
+        path=True,
     )
     input_shape: tuple[str, ...] = option(
         (), flag="input-shape", help="NAME=D0,D1,... for inputs with symbolic dims", items="NAME=D0,D1,... strings", check=_check_input_shapes
@@ -341,7 +343,7 @@ class TargetOptions(OptionFamily):
     )
     jobs: int = option(1, flag="jobs", help="local processes that probe channel groups' sensitivity in parallel", minimum=1)
     sensitivity_cache: str | None = option(
-        None, flag="sensitivity-cache", help="folder of cached sensitivity tables (default: $ONNXPRUNE_CACHE_DIR or ~/.cache/onnxprune)"
+        None, flag="sensitivity-cache", help="folder of cached sensitivity tables (default: $ONNXPRUNE_CACHE_DIR or ~/.cache/onnxprune)", path=True
     )
 
     @classmethod
