@@ -13,6 +13,7 @@ chain tried (10 to 80 blocks with ``--auto 3``, 40 and 80 with ``--auto 10``,
 30 and 60 with ``--auto 8`` for seeds 0 to 3); at 8 it did not always.
 
     python tools/bench_bypass_scoring.py --blocks 10 20 40 80 --auto 3
+    python tools/bench_bypass_scoring.py --blocks 60 --max-drift 0.5
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from onnx import TensorProto, helper
 from onnxprune import ir as irx
 from onnxprune.options import LayerOptions
 from onnxprune.passes.layers import DriftMeter, LayerBypassPass
+from onnxprune.progress import silenced
 
 
 def residual_chain(blocks: int, channels: int, side: int, seed: int = 0) -> onnx.ModelProto:
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--side", type=int, default=8)
     parser.add_argument("--auto", type=int, default=3)
+    parser.add_argument("--max-drift", type=float, default=None, help="bypass until the drift would pass this (instead of --auto)")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="seed of the block weights")
     args = parser.parse_args(argv)
@@ -81,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     for blocks in args.blocks:
         model = irx.from_proto(residual_chain(blocks, args.channels, args.side, args.seed))
         nodes = sum(1 for _ in model.graph)
-        options = LayerOptions(auto=args.auto, samples=args.samples)
+        stop = {"max_drift": args.max_drift} if args.max_drift is not None else {"auto": args.auto}
+        options = LayerOptions(samples=args.samples, **stop)
         # Counted by wrapping the method, so that any version of the pass can be measured the same way.
         with patch.object(DriftMeter, "drift", autospec=True, side_effect=DriftMeter.drift) as drift:
             start = time.perf_counter()
-            result = LayerBypassPass(options)(model)
+            with silenced():
+                result = LayerBypassPass(options)(model)
             seconds = time.perf_counter() - start
         chosen = ", ".join(change["name"] for change in result.report.changes)
         final = result.report.summary["drift"]
