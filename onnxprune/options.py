@@ -406,8 +406,8 @@ class OutputOptions(OptionFamily):
     title: ClassVar[str] = "output"
     label: ClassVar[str] = "output option '{}'"
 
-    sparse_storage: bool = option(False, flag="sparse-storage", help="store pruned weights as ONNX sparse initializers where smaller")
-    external_data: bool = option(False, flag="external-data", help="store weights in OUT.data beside the model")
+    sparse_storage: bool = option(False, flag="sparse-storage", help="store mostly-zero weights in sparse form (Constant sparse_value) where smaller")
+    external_data: bool = option(False, flag="external-data", help="store weights in OUT.<content hash>.data beside the model")
 
 
 FAMILIES: tuple[type[OptionFamily], ...] = (

@@ -1,8 +1,8 @@
 """Unstructured weight pruning: zero the small weights of Conv, ConvTranspose, Gemm and MatMul.
 
 Zeroed weights keep every tensor's shape, so the graph computes on the same
-shapes as before; what shrinks is the file once it is compressed or stored as
-sparse initializers (:mod:`onnxprune.sparse`), and on hardware with sparse
+shapes as before; what shrinks is the file once it is compressed or stored in
+sparse form (:mod:`onnxprune.sparse`), and on hardware with sparse
 tensor cores an N:M pattern (2:4) can run faster.  Dense runtimes such as
 onnxruntime on CPU multiply the zeros like any other number, which the report
 says in plain words.
