@@ -40,7 +40,7 @@ from onnxprune.passes.layers import LayerBypassPass
 from onnxprune.passes.weights import WeightPruningPass
 from onnxprune.progress import progress, silenced
 from onnxprune.sensitivity import SensitivityTable, default_cache_dir, measure_sensitivity
-from onnxprune.simplify import simplify
+from onnxprune.simplify import simplify_step
 from onnxprune.sparse import compressed_size, to_sparse_storage
 from onnxprune.target import TOLERANCE, TargetOutcome, reach_target
 from onnxprune.validate import InputSource, Validation, validate
@@ -115,9 +115,10 @@ def prune(model: ModelLike, config: PruneConfig | None = None, /, quiet: bool = 
     steps: list[dict[str, Any]] = []
 
     if config.simplify:
-        with progress("simplifying with onnxsim", quiet=quiet):
-            candidate, warning = simplify(candidate)
-        steps.append({"name": "simplify", "changes": [], "skipped": [], "summary": {"warning": warning} if warning else {"applied": True}})
+        with progress("simplifying", quiet=quiet):
+            simplified = simplify_step(candidate)
+        candidate = simplified.model
+        steps.append(simplified.step)
     target = None
     if config.options(TargetOptions).given:
         config, target = _aim_at_target(candidate, config, calibration, cost_shapes, quiet)
