@@ -67,7 +67,9 @@ class StepOptions(OptionFamily):
     title: ClassVar[str] = "pipeline steps"
     label: ClassVar[str] = "step '{}'"
 
-    simplify: bool = option(True, flag="simplify", help="simplify with onnxsim first (folds Constant weights into initializers)")
+    simplify: bool = option(
+        True, flag="simplify", help="fold computed weights into initializers first (onnxsim; onnxscript for external data; skipped when nothing folds)"
+    )
     validate: bool = option(True, flag="validate", help="compare the pruned model with the original in onnxruntime")
     bench: bool = option(True, flag="bench", help="time the pruned model against the original in onnxruntime")
 

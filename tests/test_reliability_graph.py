@@ -137,7 +137,7 @@ def test_simplify_keeps_initializers_listed_as_graph_inputs() -> None:
     model = _run_time_bias_model("Conv", "initializer_input")
     simplified, warning = simplify(irx.from_proto(model))
     assert [value.name for value in simplified.graph.inputs] == ["x", "b2"]
-    assert warning is not None and "'b2'" in warning and "continuing unsimplified" in warning
+    assert warning is None  # nothing to fold: onnxsim is not run, so nothing can drop 'b2'
 
 
 def _bn_mul_model(listed: str) -> onnx.ModelProto:
