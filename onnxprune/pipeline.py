@@ -9,6 +9,7 @@ every check and gate has passed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -34,12 +35,12 @@ from onnxprune.gates import Gate, check_gate_inputs, evaluate_gates
 from onnxprune.model_source import ModelLike, read_model
 from onnxprune.options import ChannelOptions, LayerOptions, TargetOptions, TimingOptions, WeightOptions
 from onnxprune.passes.base import PruningPass
-from onnxprune.passes.channels import ChannelPruningPass, DeadChannelPass
+from onnxprune.passes.channels import ChannelPruningPass, DeadChannelPass, channel_scores
 from onnxprune.passes.cleanup import CleanupPass
 from onnxprune.passes.layers import LayerBypassPass
 from onnxprune.passes.weights import WeightPruningPass
 from onnxprune.progress import progress, silenced
-from onnxprune.sensitivity import SensitivityTable, default_cache_dir, measure_sensitivity
+from onnxprune.sensitivity import LEVELS, SensitivityTable, default_cache_dir, measure_sensitivity
 from onnxprune.simplify import simplify_step
 from onnxprune.sparse import compressed_size, to_sparse_storage
 from onnxprune.target import TOLERANCE, TargetOutcome, reach_target
@@ -319,7 +320,12 @@ def _aim_at_target(
     channel_options = config.options(ChannelOptions)
     table = sensitivity_table(candidate, config, calibration, quiet)
     bypasses = not config.options(LayerOptions).selects_anything
-    outcome = reach_target(candidate, table, channel_options, targets, config.options(TimingOptions), shapes, quiet, bypasses)
+    scores = None
+    if kind == "speedup":
+        # The models the search times keep the channels the final run keeps, scored once over the deepest cut probed.
+        with progress("scoring channels for the speed search", quiet=quiet), silenced():
+            scores = channel_scores(candidate, dataclasses.replace(channel_options, ratio=max(LEVELS), global_ranking=False), calibration.fit)
+    outcome = reach_target(candidate, table, channel_options, targets, config.options(TimingOptions), shapes, quiet, bypasses, scores)
     chosen: dict[str, Any] = {"channel_override": tuple(config.channel_override) + outcome.overrides()}
     if outcome.allocation.bypasses:
         chosen["bypass"] = outcome.allocation.bypass_patterns()

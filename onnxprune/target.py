@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import common as common_passes
 
@@ -106,12 +107,19 @@ def reach_target(
     shapes: dict[str, tuple[int, ...]],
     quiet: bool = False,
     bypasses: bool = True,
+    scores: np.ndarray | None = None,
 ) -> TargetOutcome:
-    """Search the allocation path of ``table`` for the first allocation that meets ``targets`` on ``model`` (``bypasses``: may bypass)."""
+    """Search the allocation path of ``table`` for the first allocation that meets ``targets`` on ``model`` (``bypasses``: may bypass).
+
+    ``scores`` (:func:`~onnxprune.passes.channels.channel_scores` of ``model``)
+    make the models a speed search times keep the channels the final run
+    keeps: onnxruntime's time can depend on values (a Softmax over thousands
+    of classes ran 9x slower on the garbage logits of channels chosen by L1).
+    """
     kind, asked = targets.asked()
     resource: Resource = "params" if kind == "params" else "macs" if kind == "macs" else "latency"
     path = allocation_path(table, resource, bypasses)
-    measure = _measure(kind, model, channel_options, timing, shapes, table)
+    measure = _measure(kind, model, channel_options, timing, shapes, table, scores)
     meets = (lambda value: value >= asked) if kind == "speedup" else (lambda value: value <= asked)
     searched: list[tuple[int, float]] = []
     note: str | None
@@ -249,14 +257,17 @@ def _grid(group: GroupSensitivity, options: ChannelOptions) -> list[int]:
     return sorted({group.channels, *(keep for keep in counts if keep > 0 and rounded_keep(group.channels, keep, options) == keep)}, reverse=True)
 
 
-def architecture(model: ir.Model, channel_options: ChannelOptions, allocation: Allocation) -> ir.Model:
-    """A copy of ``model`` cut as ``allocation`` says (bypassed, channels chosen by L1, nothing refit): for costs and timing only."""
+def architecture(model: ir.Model, channel_options: ChannelOptions, allocation: Allocation, scores: np.ndarray | None = None) -> ir.Model:
+    """A copy of ``model`` cut as ``allocation`` says (bypassed; channels chosen by ``scores``, else L1; nothing refit): for costs and timing only.
+
+    ``scores`` belong to ``model`` as it is; with bypasses the graph changes, and channels are chosen by L1.
+    """
     options = dataclasses.replace(
         channel_options, ratio=0.0, global_ranking=False, importance="l1", reconstruct=False, overrides=channel_options.overrides + allocation.overrides()
     )
     cut = model.clone()
     _bypass(cut, sorted(allocation.bypasses.values(), key=lambda bypass: (bypass.kind != RESIDUAL, bypass.name)))
-    cut = ChannelPruningPass(options)(cut).model
+    cut = ChannelPruningPass(options, scores=None if allocation.bypasses else scores)(cut).model
     common_passes.RemoveUnusedNodesPass()(cut)
     return cut
 
@@ -270,13 +281,24 @@ def _bypass(model: ir.Model, chosen: list[BypassSensitivity]) -> None:
 
 
 def _measure(
-    kind: str, model: ir.Model, channel_options: ChannelOptions, timing: TimingOptions, shapes: dict[str, tuple[int, ...]], table: SensitivityTable
+    kind: str,
+    model: ir.Model,
+    channel_options: ChannelOptions,
+    timing: TimingOptions,
+    shapes: dict[str, tuple[int, ...]],
+    table: SensitivityTable,
+    scores: np.ndarray | None = None,
 ) -> Callable[[Allocation], float]:
     if kind == "speedup":
         one_run_ms = benchmark([model], runs=5, warmup=timing.warmup, threads=timing.threads, shapes=shapes, quiet=True)[0].median_ms
         runs = max(timing.runs, min(MAX_SEARCH_RUNS, math.ceil(SEARCH_SECONDS_PER_MODEL * 1000 / max(one_run_ms, 1e-3))))
         return lambda allocation: benchmark(
-            [model, architecture(model, channel_options, allocation)], runs=runs, warmup=timing.warmup, threads=timing.threads, shapes=shapes, quiet=True
+            [model, architecture(model, channel_options, allocation, scores)],
+            runs=runs,
+            warmup=timing.warmup,
+            threads=timing.threads,
+            shapes=shapes,
+            quiet=True,
         )[1].speedup
     if kind == "params":
         return lambda allocation: model_cost(architecture(model, channel_options, allocation)).params / table.params

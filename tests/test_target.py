@@ -370,3 +370,26 @@ def test_target_bypasses_the_block_the_allocation_chose(tmp_path: Path) -> None:
     assert [change["name"] for change in layers["changes"]] == ["add"]
     assert "conv_b" not in {node.name for node in result.model.graph}
     assert result.report["macs_ratio"] == pytest.approx(1 - 9 * 256 * 64 / (3 * 9 * 256 * 64 + 16 * 64))
+
+
+def test_the_speed_search_times_the_channels_the_final_run_keeps() -> None:
+    """Given channel scores, the timed architecture keeps the best-scored channels, not the largest filters."""
+    import onnx_ir as ir
+
+    from onnxprune.analysis.dependency_walk import discover_channel_groups
+    from onnxprune.passes.channel_selection import unit_scores
+    from onnxprune.target import architecture
+
+    model = irx.load(MODEL)
+    options = ChannelOptions(round_to=8)
+    allocation = Allocation({"/conv1/Conv": Level(16, 0.5, 0.1, 1, 1, 0.01)})
+    l1 = unit_scores(discover_channel_groups(model, options.exclude), "l1")
+    weight = next(node.inputs[1] for node in model.graph if node.name == "/conv1/Conv")
+    norms = np.abs(irx.constant_array(weight)).sum(axis=(1, 2, 3))
+
+    def kept_norms(cut: ir.Model) -> np.ndarray:
+        kept = next(node.inputs[1] for node in cut.graph if node.name == "/conv1/Conv")
+        return np.sort(np.abs(irx.constant_array(kept)).sum(axis=(1, 2, 3)))
+
+    assert np.allclose(kept_norms(architecture(model, options, allocation)), np.sort(norms)[len(norms) // 2 :])
+    assert np.allclose(kept_norms(architecture(model, options, allocation, scores=-l1)), np.sort(norms)[: len(norms) // 2])
