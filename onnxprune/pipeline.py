@@ -40,7 +40,7 @@ from onnxprune.passes.cleanup import CleanupPass
 from onnxprune.passes.layers import LayerBypassPass
 from onnxprune.passes.weights import WeightPruningPass
 from onnxprune.progress import progress, silenced
-from onnxprune.sensitivity import LEVELS, SensitivityTable, default_cache_dir, measure_sensitivity
+from onnxprune.sensitivity import LEVELS, PROBE_FIT_SAMPLES, SensitivityTable, default_cache_dir, first_samples, measure_sensitivity
 from onnxprune.simplify import simplify_step
 from onnxprune.sparse import compressed_size, to_sparse_storage
 from onnxprune.target import TOLERANCE, TargetOutcome, reach_target
@@ -320,12 +320,13 @@ def _aim_at_target(
     channel_options = config.options(ChannelOptions)
     table = sensitivity_table(candidate, config, calibration, quiet)
     bypasses = not config.options(LayerOptions).selects_anything
-    scores = None
+    scores, fit = None, None
     if kind == "speedup":
-        # The models the search times keep the channels the final run keeps, scored once over the deepest cut probed.
+        # The models the search times keep the channels the final run keeps (scored once over the deepest cut probed), refit as probes are.
         with progress("scoring channels for the speed search", quiet=quiet), silenced():
             scores = channel_scores(candidate, dataclasses.replace(channel_options, ratio=max(LEVELS), global_ranking=False), calibration.fit)
-    outcome = reach_target(candidate, table, channel_options, targets, config.options(TimingOptions), shapes, quiet, bypasses, scores)
+        fit = first_samples(calibration.fit, PROBE_FIT_SAMPLES)
+    outcome = reach_target(candidate, table, channel_options, targets, config.options(TimingOptions), shapes, quiet, bypasses, scores, fit)
     chosen: dict[str, Any] = {"channel_override": tuple(config.channel_override) + outcome.overrides()}
     if outcome.allocation.bypasses:
         chosen["bypass"] = outcome.allocation.bypass_patterns()

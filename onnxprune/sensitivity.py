@@ -218,7 +218,7 @@ def measure_sensitivity(
         table.cached = True
         return table
     shapes = calibration.shapes_of_one_sample(model)
-    probe_fit = _first_samples(calibration.fit, PROBE_FIT_SAMPLES)
+    probe_fit = first_samples(calibration.fit, PROBE_FIT_SAMPLES)
     probe = _Probe(irx.to_proto(model).SerializeToString(), options, probe_fit, calibration.held_out, shapes)
     with progress("scoring channels on the calibration data", quiet=quiet), silenced():
         probe.scores = channel_scores(model, options, calibration.fit)
@@ -322,7 +322,7 @@ def _next_layers(nodes: set[ir.Node]) -> set[ir.Node]:
     return found
 
 
-def _first_samples(batches: list[dict[str, np.ndarray]], count: int) -> list[dict[str, np.ndarray]]:
+def first_samples(batches: list[dict[str, np.ndarray]], count: int) -> list[dict[str, np.ndarray]]:
     """The first ``count`` samples of ``batches``, in batches as given (the last one cut short)."""
     taken: list[dict[str, np.ndarray]] = []
     left = count

@@ -51,6 +51,7 @@ from onnxprune.passes.channel_selection import rounded_keep
 from onnxprune.passes.channels import ChannelPruningPass
 from onnxprune.passes.layers import apply_bypass
 from onnxprune.progress import progress, silenced
+from onnxprune.reconstruct.capture import Feeds
 from onnxprune.sensitivity import BypassSensitivity, GroupSensitivity, Level, SensitivityTable
 
 SEARCH_SECONDS_PER_MODEL = 0.5
@@ -108,18 +109,22 @@ def reach_target(
     quiet: bool = False,
     bypasses: bool = True,
     scores: np.ndarray | None = None,
+    fit: list[Feeds] | None = None,
 ) -> TargetOutcome:
     """Search the allocation path of ``table`` for the first allocation that meets ``targets`` on ``model`` (``bypasses``: may bypass).
 
-    ``scores`` (:func:`~onnxprune.passes.channels.channel_scores` of ``model``)
-    make the models a speed search times keep the channels the final run
-    keeps: onnxruntime's time can depend on values (a Softmax over thousands
-    of classes ran 9x slower on the garbage logits of channels chosen by L1).
+    The models a speed search times should compute what the final run's
+    model computes, because onnxruntime's time can depend on values: a
+    Softmax over PP-OCR rec's 6,625 classes ran 9x slower on the garbage
+    logits of an unrefit cut.  ``scores``
+    (:func:`~onnxprune.passes.channels.channel_scores` of ``model``) make them
+    keep the channels the final run keeps, and ``fit`` (a few calibration
+    samples) refits the layers each cut edits, as the sensitivity probes do.
     """
     kind, asked = targets.asked()
     resource: Resource = "params" if kind == "params" else "macs" if kind == "macs" else "latency"
     path = allocation_path(table, resource, bypasses)
-    measure = _measure(kind, model, channel_options, timing, shapes, table, scores)
+    measure = _measure(kind, model, channel_options, timing, shapes, table, scores, fit)
     meets = (lambda value: value >= asked) if kind == "speedup" else (lambda value: value <= asked)
     searched: list[tuple[int, float]] = []
     note: str | None
@@ -257,17 +262,27 @@ def _grid(group: GroupSensitivity, options: ChannelOptions) -> list[int]:
     return sorted({group.channels, *(keep for keep in counts if keep > 0 and rounded_keep(group.channels, keep, options) == keep)}, reverse=True)
 
 
-def architecture(model: ir.Model, channel_options: ChannelOptions, allocation: Allocation, scores: np.ndarray | None = None) -> ir.Model:
-    """A copy of ``model`` cut as ``allocation`` says (bypassed; channels chosen by ``scores``, else L1; nothing refit): for costs and timing only.
+def architecture(
+    model: ir.Model, channel_options: ChannelOptions, allocation: Allocation, scores: np.ndarray | None = None, fit: list[Feeds] | None = None
+) -> ir.Model:
+    """A copy of ``model`` cut as ``allocation`` says, for costs and timing only.
 
-    ``scores`` belong to ``model`` as it is; with bypasses the graph changes, and channels are chosen by L1.
+    Channels are chosen by ``scores``, else by L1 (``scores`` belong to
+    ``model`` as it is; with bypasses the graph changes and L1 chooses); with
+    ``fit`` the layers the cut edits are refit on those samples, else nothing
+    is refit.
     """
     options = dataclasses.replace(
-        channel_options, ratio=0.0, global_ranking=False, importance="l1", reconstruct=False, overrides=channel_options.overrides + allocation.overrides()
+        channel_options,
+        ratio=0.0,
+        global_ranking=False,
+        importance="l1",
+        reconstruct=fit is not None,
+        overrides=channel_options.overrides + allocation.overrides(),
     )
     cut = model.clone()
     _bypass(cut, sorted(allocation.bypasses.values(), key=lambda bypass: (bypass.kind != RESIDUAL, bypass.name)))
-    cut = ChannelPruningPass(options, scores=None if allocation.bypasses else scores)(cut).model
+    cut = ChannelPruningPass(options, calibration=fit, scores=None if allocation.bypasses else scores, quick_refit=True)(cut).model
     common_passes.RemoveUnusedNodesPass()(cut)
     return cut
 
@@ -288,12 +303,13 @@ def _measure(
     shapes: dict[str, tuple[int, ...]],
     table: SensitivityTable,
     scores: np.ndarray | None = None,
+    fit: list[Feeds] | None = None,
 ) -> Callable[[Allocation], float]:
     if kind == "speedup":
         one_run_ms = benchmark([model], runs=5, warmup=timing.warmup, threads=timing.threads, shapes=shapes, quiet=True)[0].median_ms
         runs = max(timing.runs, min(MAX_SEARCH_RUNS, math.ceil(SEARCH_SECONDS_PER_MODEL * 1000 / max(one_run_ms, 1e-3))))
         return lambda allocation: benchmark(
-            [model, architecture(model, channel_options, allocation, scores)],
+            [model, architecture(model, channel_options, allocation, scores, fit)],
             runs=runs,
             warmup=timing.warmup,
             threads=timing.threads,

@@ -393,3 +393,20 @@ def test_the_speed_search_times_the_channels_the_final_run_keeps() -> None:
 
     assert np.allclose(kept_norms(architecture(model, options, allocation)), np.sort(norms)[len(norms) // 2 :])
     assert np.allclose(kept_norms(architecture(model, options, allocation, scores=-l1)), np.sort(norms)[: len(norms) // 2])
+
+
+def test_the_speed_search_times_refit_architectures_when_given_samples() -> None:
+    """With a few calibration samples, the layer after a cut is refit, so the timed model computes what the final one does."""
+    from onnxprune.target import architecture
+
+    model = irx.load(MODEL)
+    calibration = load_calibration(str(CALIBRATION), model)
+    allocation = Allocation({"/conv1/Conv": Level(16, 0.5, 0.1, 1, 1, 0.01)})
+    plain = architecture(model, OPTIONS, allocation)
+    refit = architecture(model, OPTIONS, allocation, fit=calibration.fit[:1])
+
+    def conv2(cut: object) -> np.ndarray:
+        return irx.constant_array(next(node.inputs[1] for node in cut.graph if node.name == "/conv2/Conv"))  # type: ignore[attr-defined]
+
+    assert conv2(plain).shape == conv2(refit).shape
+    assert not np.allclose(conv2(plain), conv2(refit)), "conv2 reads the cut channels and must be refit"
