@@ -269,7 +269,6 @@ def _bench(arguments: argparse.Namespace, console: Console) -> int:
 def _prune(arguments: argparse.Namespace, console: Console) -> int:
     config, config_file = _effective_config(arguments)
     output = Path(arguments.output)
-    _refuse_overwriting_input(Path(arguments.model), output)
     _refuse_clashing_paths(arguments, config, config_file)
     result = prune(arguments.model, config, quiet=arguments.json)
     # The input's files survive whatever replacing or removing the previous output deletes.
@@ -309,35 +308,24 @@ def _command_line_config(arguments: argparse.Namespace, config: PruneConfig) -> 
     return config
 
 
-def _refuse_overwriting_input(model: Path, output: Path) -> None:
-    """Refuse, before any work, an output that would overwrite the input model or its external data."""
-    protected = irx.model_files(model)
-    if output.resolve() in protected:
-        raise InputError(f"{output}: output would overwrite the input model or its external data; choose another path")
-    if Path(f"{output}.data").resolve() in protected:
-        raise InputError(f"{output}: its external data file would overwrite the input model's weights; choose another path")
-    irx.check_output_directory(output)
-    if output.exists() and not os.access(output, os.W_OK):
-        raise InputError(f"{output}: not writable")
-
-
 def _refuse_clashing_paths(arguments: argparse.Namespace, config: PruneConfig, config_file: Path | None) -> None:
-    """Before any work: no output may be an input (model, data, config) or the other output, and the report must be writable."""
+    """Before any work: no output may be an input (model, its data, calibration, config) or the other output, and each must be writable."""
     inputs = {path.resolve(): "the input model or its external data" for path in irx.model_files(arguments.model)}
     for label, value in (("--calibration", config.calibration), ("--labels", config.labels), ("--inputs", config.inputs), ("the config file", config_file)):
         if value is not None:
             inputs[Path(value).resolve()] = label
-    outputs = [("-o", Path(arguments.output))] + ([("--report", Path(arguments.report))] if arguments.report else [])
+    output = Path(arguments.output)
+    if Path(f"{output}.data").resolve() in inputs:
+        raise InputError(f"{output}: its external data file would overwrite the input model's weights; choose another path")
+    outputs = [("-o", output)] + ([("--report", Path(arguments.report))] if arguments.report else [])
+    if len(outputs) == 2 and outputs[1][1].resolve() == output.resolve():
+        raise InputError(f"{arguments.report}: --report and -o name the same file; choose another path")
     for flag, path in outputs:
         if path.resolve() in inputs:
             raise InputError(f"{path}: {flag} would overwrite {inputs[path.resolve()]}; choose another path")
-    if arguments.report:
-        report = Path(arguments.report)
-        if report.resolve() == Path(arguments.output).resolve():
-            raise InputError(f"{report}: --report and -o name the same file; choose another path")
-        irx.check_output_directory(report)
-        if report.exists() and not os.access(report, os.W_OK):
-            raise InputError(f"{report}: not writable")
+        irx.check_output_directory(path)
+        if path.exists() and not os.access(path, os.W_OK):
+            raise InputError(f"{path}: not writable")
 
 
 if __name__ == "__main__":
