@@ -112,6 +112,25 @@ def test_allocation_takes_the_least_drift_per_mac_first_and_may_jump_a_level() -
     assert path[1].predicted_drift == pytest.approx(0.03)
 
 
+def test_allocation_adds_drifts_in_quadrature_and_so_spreads_shallow_cuts() -> None:
+    """Two shallow cuts (0.1 each, together sqrt(0.02) = 0.141) beat one deep cut (0.15) for the same 200 MACs.
+
+    Adding the drifts themselves would price the deep cut at 0.15 against 0.2 and take it.
+    """
+    table = SensitivityTable(
+        groups=[_group("a", (48, 0.10, 100), (32, 0.15, 200)), _group("b", (48, 0.10, 100), (32, 0.15, 200))],
+        macs=1000,
+        params=1000,
+        latency_ms=10.0,
+        shapes={},
+        samples={},
+        importance="data",
+    )
+    path = allocation_path(table)
+    assert [{name: level.keep for name, level in step.levels.items()} for step in path[:3]] == [{}, {"a": 48}, {"a": 48, "b": 48}]
+    assert path[2].predicted_drift == pytest.approx(0.02**0.5)
+
+
 def test_allocation_overrides_name_exactly_one_layer_each() -> None:
     allocation = Allocation({"/layer[1]/Conv": Level(32, 0.5, 0.1, 1, 1, 0.01)})
     assert allocation.overrides() == ("/layer[[]1]/Conv=0.5",)
@@ -303,7 +322,7 @@ def test_allocation_chooses_bypasses_alongside_cuts_and_never_a_conflicting_pair
         importance="data",
         bypasses=[
             _bypass("block", 0.01, 300, conflicts=("b",), removed=("block", "inner")),  # cheapest per MAC: taken first, b never cut
-            _bypass("inner", 0.001, 20, removed=("inner",)),  # shares a node with block: never taken with it
+            _bypass("inner", 0.005, 20, removed=("inner",)),  # shares a node with block: never taken with it
         ],
     )
     path = allocation_path(table)
