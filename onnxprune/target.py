@@ -20,9 +20,14 @@
    group): each round predicts every such change from the table, measures
    the most promising and takes the measured one that stays under the
    target and closest to it (the least predicted drift among those within
-   the tolerance).  When nothing found at ``round_to`` lands within
-   :data:`TOLERANCE`, the outcome says what is reachable nearest, below and
-   above, and the run fails: a finer ``--round-to`` reaches closer.
+   the tolerance).  When that walk up from the allocation the bisection
+   chose does not land, a second walk comes down the same way from the
+   path's last allocation above the target: on a model of a few coarse
+   groups (MTCNN RNet at ``round_to`` 16) the landing combination can be
+   three changes away from one side and two from the other.  When nothing
+   found at ``round_to`` lands within :data:`TOLERANCE`, the outcome says
+   what is reachable nearest, below and above, and the run fails: a finer
+   ``--round-to`` reaches closer.
 
 The chosen allocation becomes exact channel overrides and by-name bypasses
 for the layer and channel passes, which then run as usual (data-driven
@@ -151,20 +156,23 @@ def reach_target(
             return TargetOutcome(kind, asked, reached, True, path[high], searched, len(path))
         settled = _Settling(asked, table, channel_options, resource, lambda candidate: value_at(high, candidate))
         chosen, reached = settled.walk(path[high], reached)
+        if not settled.lands(reached) and high > 0:
+            chosen, reached = settled.walk_down(path[high - 1], value_at(high - 1), (chosen, reached))
     note = None if settled.lands(reached) else settled.unreachable(reached)
     return TargetOutcome(kind, asked, reached, note is None, chosen, searched, len(path), note)
 
 
 class _Settling:
-    """Moves per-group channel counts on the ``round_to`` grid to the measured allocation nearest under the target.
+    """Moves per-group channel counts on the ``round_to`` grid to the measured allocation nearest the target.
 
     Each round proposes every change of one group's count, and every pair of
     changes in two groups (combinations step finer than any one group),
     predicts each one's value from the table (the groups' interpolated
     savings, assumed to add up), measures the :data:`PROPOSALS_MEASURED`
-    best proposals and moves to the best measured one that stays under the
-    target and gets closer; measuring keeps the prediction's error (two cut
-    groups that meet in one layer save less than the sum) out of the result.
+    best proposals and moves to the best measured one that gets closer
+    without crossing the target (a walk down may cross it into the
+    tolerance); measuring keeps the prediction's error (two cut groups that
+    meet in one layer save less than the sum) out of the result.
     """
 
     def __init__(
@@ -184,14 +192,24 @@ class _Settling:
         return self.asked * (1 - TOLERANCE) <= value <= self.asked * (1 + TOLERANCE)
 
     def walk(self, chosen: Allocation, reached: float) -> tuple[Allocation, float]:
-        """From ``chosen`` (measured ``reached``, under the target): rounds of one or two changes while they get closer."""
+        """From ``chosen`` (measured ``reached``, under the target): rounds of one or two changes up while they get closer."""
         while not self.lands(reached):
-            step = self._round(chosen, reached)
+            step = self._round(chosen, reached, up=True)
             if step is None:
                 break
             reached, chosen = step
         if not self.lands(reached) and self.above is not None and self.lands(self.above[0]):
             return self.above[1], self.above[0]
+        return chosen, reached
+
+    def walk_down(self, chosen: Allocation, reached: float, under: tuple[Allocation, float]) -> tuple[Allocation, float]:
+        """From ``chosen`` (measured ``reached``, above the target): rounds down while they get closer; ``under`` when none lands."""
+        self._note_above(reached, chosen)
+        while not self.lands(reached):
+            step = self._round(chosen, reached, up=False)
+            if step is None:
+                return under
+            reached, chosen = step
         return chosen, reached
 
     def unreachable(self, reached: float) -> str:
@@ -202,29 +220,33 @@ class _Settling:
             f"{self.asked:g} is {reached:.3f}{above}, neither within {TOLERANCE:.0%}; a finer --round-to reaches closer"
         )
 
-    def _round(self, chosen: Allocation, reached: float) -> tuple[float, Allocation] | None:
-        """The best measured proposal of one round that stays under the target and beats ``reached``; None when none does."""
-        proposals = sorted(self._proposals(chosen, reached), key=lambda proposal: self._rank(*proposal))
+    def _note_above(self, value: float, candidate: Allocation) -> None:
+        if value > self.asked and (self.above is None or value < self.above[0]):
+            self.above = (value, candidate)
+
+    def _round(self, chosen: Allocation, reached: float, up: bool) -> tuple[float, Allocation] | None:
+        """The best measured proposal of one round that gets closer from ``reached`` without crossing; None when none does."""
+        proposals = sorted(self._proposals(chosen, reached, up), key=lambda proposal: self._rank(proposal[0], proposal[1], up))
         better = []
         for _, candidate in proposals[:PROPOSALS_MEASURED]:
             value = self.value_of(candidate)
-            if value > self.asked and (self.above is None or value < self.above[0]):
-                self.above = (value, candidate)
-            if reached < value <= self.asked:
+            self._note_above(value, candidate)
+            if (reached < value <= self.asked) if up else (self.asked * (1 - TOLERANCE) <= value < reached):
                 better.append((value, candidate))
         landing = [entry for entry in better if self.lands(entry[0])]
         if landing:
             return min(landing, key=lambda entry: entry[1].predicted_drift)
-        return max(better, key=lambda entry: entry[0], default=None)
+        closest = max if up else min
+        return closest(better, key=lambda entry: entry[0], default=None)
 
-    def _rank(self, predicted: float, candidate: Allocation) -> tuple[bool, float]:
-        """Proposals predicted to land first, the least drift first; then the closest under the target."""
-        if self.lands(predicted) and predicted <= self.asked:
+    def _rank(self, predicted: float, candidate: Allocation, up: bool) -> tuple[bool, float]:
+        """Proposals predicted to land (on the walk's side) first, the least drift first; then the closest to the target."""
+        if self.lands(predicted) and (predicted <= self.asked or not up):
             return False, candidate.predicted_drift
         return True, abs(self.asked - predicted)
 
-    def _proposals(self, chosen: Allocation, reached: float) -> list[tuple[float, Allocation]]:
-        """(predicted value, allocation) for every change of one group's count and every pair in two groups, predicted above ``reached``."""
+    def _proposals(self, chosen: Allocation, reached: float, up: bool) -> list[tuple[float, Allocation]]:
+        """(predicted value, allocation) for every change of one group's count and every pair in two groups, predicted beyond ``reached``."""
         blocked = {group for bypass in chosen.bypasses.values() for group in bypass.conflicts}
         changes: list[tuple[str, Level | None, float]] = []  # group, new level (None: uncut), predicted value change
         for name, group in self.groups.items():
@@ -241,7 +263,7 @@ class _Settling:
             for second, second_level, second_delta in changes[index + 1 :]:
                 if first != second:
                     proposals.append((reached + first_delta + second_delta, chosen.with_level(first, first_level).with_level(second, second_level)))
-        return [(predicted, candidate) for predicted, candidate in proposals if predicted > reached]
+        return [(predicted, candidate) for predicted, candidate in proposals if (predicted > reached if up else predicted < reached)]
 
 
 def _saved(level: Level | None, resource: Resource) -> float:

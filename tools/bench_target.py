@@ -79,6 +79,7 @@ def run_task(name: str, knobs: dict[str, list[float]], jobs: int, plots: bool, r
                 row = {"method": method, "knob": knob, "path": str(path), "prune_s": time.perf_counter() - start}
                 if method != "uniform":
                     row["target"] = {key: result.report["target"][key] for key in ("reached_in_search", "allocation", "searched")}
+                row["failures"] = result.failures
                 result.save(path)
                 pruned = result.model
             row["macs_ratio"] = onnxprune.model_cost(pruned, shapes=shapes).macs / base_macs
@@ -125,8 +126,9 @@ def markdown(records: list[dict[str, Any]], command: str, seconds: float, plots:
         f"Python {platform.python_version()}, onnxprune {onnxprune.__version__}.",
         "",
         "- **uniform**: `channel_ratio=r`, data-driven channel selection and least-squares refit on the task's calibration data.",
-        "- **target**: `target_speedup=s`: per-group cuts chosen from the measured sensitivity table (drift per MAC saved), "
-        "searched on measured latency; then the same data-driven selection and refit.",
+        "- **target**: `target_speedup=s`: per-group cuts chosen from the measured sensitivity table (squared drift per "
+        "modelled millisecond saved), searched on measured latency; then the same data-driven selection and refit.",
+        "- **target_macs**: `target_macs=m`: the same, by squared drift per MAC saved, settled on counted MACs.",
         "",
         "Speedup: `onnxprune.benchmark` of the original and every pruned model of the task, interleaved, one thread, batch 1; "
         "median of per-run ratios. MACs at the calibration shape. Accuracy on the task's labeled evaluation data "
@@ -147,7 +149,8 @@ def markdown(records: list[dict[str, Any]], command: str, seconds: float, plots:
             rivals = [other for other in record["rows"] if other["method"] == "uniform" and other["speedup"] >= row["speedup"]]
             best = max((other["metrics"][metric] for other in rivals), default=None)
             verdict = "no uniform row is as fast" if best is None else f"best uniform at >= {row['speedup']:.2f}x: {best:.4f}"
-            lines.append(f"- {row['method']} {row['knob']}: measured {row['speedup']:.2f}x, {metric} {row['metrics'][metric]:.4f}; {verdict}.")
+            failed = f" The run FAILED: {'; '.join(row['failures'])}." if row.get("failures") else ""
+            lines.append(f"- {row['method']} {row['knob']}: measured {row['speedup']:.2f}x, {metric} {row['metrics'][metric]:.4f}; {verdict}.{failed}")
         lines.append("")
         if plots:
             lines += [f"![sensitivity](sensitivity_{record['task']}.png) ![tradeoff](tradeoff_{record['task']}.png)", ""]
