@@ -167,3 +167,26 @@ def test_reshape_with_run_time_batch_and_constant_channel_entry() -> None:
     channels, _ = discover(model)
     assert not channels.unit_locked[channels.unit_of_atom[channels.sources[0].atoms]].any()
     assert_equivalent_by_construction(model, HALF)
+
+
+def test_permute_then_view_with_a_symbolic_batch_prunes_through_the_transposed_flatten() -> None:
+    """MTCNN's ``x.permute(0, 3, 2, 1).reshape(x.size(0), -1)`` before its dense layer, batch symbolic.
+
+    Inference leaves the Reshape's output dims unknown; the target's entries (a batch copied from
+    the shape, then -1) say channel ``c`` lands at feature ``position * 8 + c``.
+    """
+    net = Net(shape=("N", 3, 4, 4))
+    y = net.relu(net.conv(net.input, 3, 8))
+    moved = net.op("Transpose", [y], perm=[0, 3, 2, 1])
+    index = net.const("zero", np.array(0, np.int64))
+    batch = net.op("Unsqueeze", [net.op("Gather", [net.op("Shape", [moved]), index], axis=0), net.const("axes", np.array([0], np.int64))])
+    target = net.op("Concat", [batch, net.const("rest", np.array([-1], np.int64))], axis=0)
+    model = net.model(net.gemm(net.op("Reshape", [moved, target]), 16 * 8, 3))
+    _, ir_model = discover(model)
+    assert [dim if isinstance(dim, int) else None for dim in next(node for node in ir_model.graph if node.op_type == "Reshape").outputs[0].shape] == [
+        None,
+        None,
+    ], "inference is expected to leave these dims unknown; otherwise this test does not test the resolution"
+    channels, _ = discover(model)
+    assert not channels.unit_locked[channels.unit_of_atom[channels.sources[0].atoms]].any()
+    assert_equivalent_by_construction(model, HALF)

@@ -7,7 +7,11 @@ it loses the rows of each removed block.  A Reshape that splits the channel
 axis itself (a channel shuffle) would scatter channels, so it locks, as does
 a target shape whose channel entry is computed at run time.  Sizes are
 compared as products of static and symbolic dims, so a dynamic batch does
-not get in the way.
+not get in the way.  Where inference left the target's dims unknown (it
+does for ``x.permute(0, 3, 2, 1).reshape(x.size(0), -1)`` with a symbolic
+batch, as in MTCNN), they are worked out from the target's entries: a
+constant, or a dim copied from a shape read as ``x.size(i)``, and the one
+``-1`` as what is left of the input's size.
 """
 
 from __future__ import annotations
@@ -109,11 +113,14 @@ def _reshape(walk: Walk, node: ir.Node) -> None:
         return
     block = _channel_block(before, after, target_shape)
     if block is None:
+        resolved = _target_from_entries(walk, node, source_shape)
+        block = None if resolved is None else _channel_block(before, after, resolved)
+    if block is None:
         walk.lock(tracked.atoms, f"{label} splits or scatters the channel axis")
         return
     axis, outer, inner = block
     entry = entries[axis]
-    if entry is None or (entry > 0 and target is None):
+    if not isinstance(entry, int) or (entry > 0 and target is None):
         walk.lock(tracked.atoms, f"{label} computes the channel dim of its target shape at run time")
         return
     if entry == 0 and not node.attributes.get_int("allowzero", 0) and not (axis == tracked.axis and outer == inner == 1):
@@ -121,20 +128,21 @@ def _reshape(walk: Walk, node: ir.Node) -> None:
         return
     if entry > 0 and target is not None:
         walk.record(ArrayEdit(node, 1, with_kept_count(np.asarray(target), axis, tracked.atoms, outer * inner), tracked.atoms))
-    _expand(walk, node, tracked, outer, inner, axis=axis, rank=len(target_shape))
+    _expand(walk, node, tracked, outer, inner, axis=axis, rank=len(entries))
 
 
-def _concatenated_entries(walk: Walk, value: ir.Value | None) -> Sequence[int | None] | None:
+def _concatenated_entries(walk: Walk, value: ir.Value | None, copies: bool = False) -> Sequence[Dim] | None:
     """Entries of a shape built at run time as ``Concat(pieces)``: constants where known, else None.
 
     This is how exporters write ``x.view(x.size(0), -1)`` with a dynamic
     batch; the channel entry is then a constant (often -1) even though the
-    batch entry is computed.
+    batch entry is computed.  With ``copies``, an entry copied from a shape
+    (:func:`_copied_dim`) is that dim instead of None.
     """
     producer = value.producer() if value is not None else None
     if producer is None or producer.op_type != "Concat" or producer.domain not in ONNX_DOMAINS:
         return None
-    entries: list[int | None] = []
+    entries: list[Dim] = []
     for piece in producer.inputs:
         known = ints(constant_array(piece))
         if known is not None:
@@ -143,8 +151,50 @@ def _concatenated_entries(walk: Walk, value: ir.Value | None) -> Sequence[int | 
         shape = walk.shape(piece)
         if shape is None or len(shape) != 1 or not isinstance(shape[0], int):
             return None
-        entries.extend([None] * shape[0])
+        copied = _copied_dim(walk, piece) if copies and piece is not None and shape[0] == 1 else None
+        entries.extend([copied] if copied is not None else [None] * shape[0])
     return entries
+
+
+def _copied_dim(walk: Walk, piece: ir.Value) -> Dim:
+    """The dim a one-entry shape piece copies, ``Unsqueeze(Gather(Shape(x), i))`` or ``Gather(Shape(x), [i])``; None otherwise."""
+    producer = piece.producer()
+    if producer is not None and producer.op_type == "Unsqueeze" and producer.domain in ONNX_DOMAINS:
+        piece = input_at(producer, 0) or piece
+        producer = piece.producer()
+    if producer is None or producer.op_type != "Gather" or producer.attributes.get_int("axis", 0) != 0:
+        return None
+    index = ints(walk.const_input(producer, 1))
+    shape_of = input_at(producer, 0)
+    reader = shape_of.producer() if shape_of is not None else None
+    if index is None or len(index) != 1 or reader is None or reader.op_type != "Shape" or reader.attributes:
+        return None
+    shape = walk.shape(input_at(reader, 0))
+    if shape is None or not -len(shape) <= index[0] < len(shape):
+        return None
+    return shape[index[0]]
+
+
+def _target_from_entries(walk: Walk, node: ir.Node, source_shape: Sequence[Dim]) -> list[Dim] | None:
+    """The Reshape's output shape worked out from its target entries; None when one of them is not known."""
+    target = walk.const_input(node, 1)
+    entries = ints(target) if target is not None else _concatenated_entries(walk, input_at(node, 1), copies=True)
+    if entries is None or None in entries or sum(1 for entry in entries if entry == -1) > 1:
+        return None
+    dims: list[Dim] = []
+    for axis, entry in enumerate(entries):
+        if entry == 0 and not node.attributes.get_int("allowzero", 0):
+            if axis >= len(source_shape):
+                return None
+            entry = source_shape[axis]
+        dims.append(entry)
+    if -1 in dims:
+        total, rest = _product(source_shape), _product([dim for dim in dims if dim != -1])
+        missing = None if total is None or rest is None else _quotient(total, rest)
+        if missing is None:
+            return None
+        dims[dims.index(-1)] = missing
+    return dims
 
 
 def _shape(walk: Walk, node: ir.Node) -> None:
