@@ -24,7 +24,11 @@
    chose does not land, a second walk comes down the same way from the
    path's last allocation above the target: on a model of a few coarse
    groups (MTCNN RNet at ``round_to`` 16) the landing combination can be
-   three changes away from one side and two from the other.  When nothing
+   three changes away from one side and two from the other.  When neither
+   walk lands and the groups' grids allow at most
+   :data:`EXHAUSTIVE_COMBINATIONS` combinations (a model of a few small
+   groups, where a round_to step is a large share of the MACs), every
+   combination is measured, least predicted drift first.  When nothing
    found at ``round_to`` lands within :data:`TOLERANCE`, the outcome says
    what is reachable nearest, below and above, and the run fails: a finer
    ``--round-to`` reaches closer.
@@ -38,6 +42,7 @@ other run.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +75,10 @@ TOLERANCE = 0.03
 
 PROPOSALS_MEASURED = 6
 """Per settling round, how many proposed allocations are measured (the best by their predicted value)."""
+
+EXHAUSTIVE_COMBINATIONS = 512
+"""Settling measures every combination of grid counts when the walks do not land and there are at most this many
+(MTCNN RNet at round_to 16: 192, about 10 s of MAC counts)."""
 
 
 @dataclass
@@ -158,6 +167,8 @@ def reach_target(
         chosen, reached = settled.walk(path[high], reached)
         if not settled.lands(reached) and high > 0:
             chosen, reached = settled.walk_down(path[high - 1], value_at(high - 1), (chosen, reached))
+        if not settled.lands(reached):
+            chosen, reached = settled.every_combination(chosen) or (chosen, reached)
     note = None if settled.lands(reached) else settled.unreachable(reached)
     return TargetOutcome(kind, asked, reached, note is None, chosen, searched, len(path), note)
 
@@ -211,6 +222,26 @@ class _Settling:
                 return under
             reached, chosen = step
         return chosen, reached
+
+    def every_combination(self, chosen: Allocation) -> tuple[Allocation, float] | None:
+        """The least-drift combination of grid counts that lands (``chosen``'s bypasses kept), measured in order of
+        predicted drift; None when there are more than :data:`EXHAUSTIVE_COMBINATIONS` or none lands."""
+        blocked = {group for bypass in chosen.bypasses.values() for group in bypass.conflicts}
+        free = [name for name in self.groups if name not in blocked]
+        grids = [[(name, keep) for keep in self.grid[name]] for name in free]
+        if math.prod(len(grid) for grid in grids) > EXHAUSTIVE_COMBINATIONS:
+            return None
+        fixed = {name: level for name, level in chosen.levels.items() if name in blocked}
+        candidates = []
+        for counts in itertools.product(*grids):
+            cuts = {name: self.groups[name].at(keep) for name, keep in counts if keep != self.groups[name].channels}
+            candidates.append(Allocation({**fixed, **{name: level for name, level in cuts.items() if level is not None}}, chosen.bypasses))
+        for candidate in sorted(candidates, key=lambda candidate: candidate.predicted_drift):
+            value = self.value_of(candidate)
+            self._note_above(value, candidate)
+            if self.lands(value):
+                return candidate, value
+        return None
 
     def unreachable(self, reached: float) -> str:
         """What was reachable, for a target no measured combination landed within the tolerance of."""

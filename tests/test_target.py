@@ -341,6 +341,38 @@ def test_target_macs_walks_down_from_above_when_the_walk_up_cannot_land(monkeypa
     assert (2, pytest.approx(0.477)) in outcome.searched
 
 
+def test_settling_measures_every_combination_of_a_small_grid_least_drift_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Of the combinations that land within 3% of 0.5, the one with the least predicted drift is returned; a grid
+    with more combinations than the limit is not searched."""
+    table = SensitivityTable(
+        groups=[
+            GroupSensitivity("a", ["a"], 32, [Level(16, 0.5, 0.3, 500, 0, 0.0)]),
+            GroupSensitivity("b", ["b"], 32, [Level(16, 0.5, 0.1, 300, 0, 0.0)]),
+            GroupSensitivity("c", ["c"], 32, [Level(16, 0.5, 0.2, 200, 0, 0.0)]),
+        ],
+        macs=1000,
+        params=1000,
+        latency_ms=1.0,
+        shapes={},
+        samples={},
+        importance="data",
+    )
+    measured: list[dict[str, int]] = []
+
+    def macs_ratio(allocation: Allocation) -> float:
+        measured.append({name: level.keep for name, level in allocation.levels.items()})
+        return (1000 - allocation.saved("macs")) / 1000
+
+    settling = target._Settling(0.5, table, ChannelOptions(round_to=16), "macs", macs_ratio)
+    found = settling.every_combination(Allocation())
+    assert found is not None
+    allocation, value = found
+    assert value == pytest.approx(0.5) and {name: level.keep for name, level in allocation.levels.items()} == {"b": 16, "c": 16}
+    assert measured == [{}, {"b": 16}, {"c": 16}, {"b": 16, "c": 16}]  # a (0.3) and any pair with it predict more drift
+    monkeypatch.setattr(target, "EXHAUSTIVE_COMBINATIONS", 7)
+    assert settling.every_combination(Allocation()) is None
+
+
 def _bypass(name: str, drift: float, saved: int, conflicts: tuple[str, ...] = (), removed: tuple[str, ...] = ()) -> BypassSensitivity:
     return BypassSensitivity(name, "residual", list(removed or (name,)), list(conflicts), drift, saved, saved, saved / 100)
 
