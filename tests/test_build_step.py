@@ -61,6 +61,23 @@ def test_a_gate_the_user_sets_replaces_the_floor(tmp_path: Path, capsys: pytest.
     assert [gate["name"] for gate in _report(report)["gates"]] == ["min-cosine"]
 
 
+@pytest.mark.parametrize("validated_on", ["calibration", "inputs"])
+def test_min_accuracy_without_labels_is_refused_before_pruning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, validated_on: str
+) -> None:
+    """digits_calibration.npz has no labels; as --inputs it is the validation data too."""
+    monkeypatch.setattr("onnxprune.pipeline._passes", lambda *args: pytest.fail("pruning ran before the refusal"))
+    out = tmp_path / "out.onnx"
+    argv = ["prune", str(DIGITS), "-o", str(out), "--channel-ratio", "0.5", "--calibration", str(DIGITS_CALIBRATION), "--no-config", *FAST]
+    if validated_on == "inputs":
+        argv += ["--inputs", str(DIGITS_CALIBRATION), "--labels", str(tmp_path / "unused.npy")]
+        np.save(tmp_path / "unused.npy", np.zeros(256, np.int64))
+    code, _, err = _run(capsys, *argv, "--min-accuracy", "0.9")
+    assert code == 2 and not out.exists()
+    expected = "has no 'labels' array" if validated_on == "inputs" else "the calibration data has no labels"
+    assert len(err.strip().splitlines()) == 1 and "--min-accuracy" in err and expected in err
+
+
 def test_exact_runs_are_held_to_equivalence_not_to_the_floor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = tmp_path / "report.json"
     code, _, _ = _run(capsys, "prune", str(DIGITS), "-o", str(tmp_path / "out.onnx"), "--channel-ratio", "0", "--report", str(report), "--no-config", *FAST)
