@@ -265,11 +265,14 @@ def test_validate_judges_a_lossy_pair_by_its_gates(tmp_path: Path, capsys: pytes
 
 
 def test_a_refusal_after_progress_is_one_line_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--min-accuracy without labels is found only after simplification and pruning have announced themselves."""
+    """Labels that do not match the --inputs samples are found only when validation compares, after pruning announced itself."""
+    with np.load(DIGITS_TEST) as test:
+        inputs = tmp_path / "inputs.npz"
+        np.savez(inputs, input=test["input"][:10], labels=test["labels"][:5])
     argv = ["prune", str(DIGITS), "-o", str(tmp_path / "out.onnx"), "--channel-ratio", "0.5", "--calibration", str(DIGITS_CALIBRATION)]
-    code, stdout, err = _run(capsys, *argv, "--min-accuracy", "0.9", "--no-config", *FAST)
+    code, stdout, err = _run(capsys, *argv, "--inputs", str(inputs), "--no-config", *FAST)
     assert code == 2 and "simplifying" in stdout
-    assert err.count("\n") == 1 and err.startswith("onnxprune: error: --min-accuracy")
+    assert err.count("\n") == 1 and err.startswith("onnxprune: error: labels has 5 entries")
 
 
 def test_a_mistyped_flag_or_key_gets_a_suggestion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
