@@ -113,7 +113,7 @@ def _reshape(walk: Walk, node: ir.Node) -> None:
         return
     block = _channel_block(before, after, target_shape)
     if block is None:
-        resolved = _target_from_entries(walk, node, source_shape)
+        resolved = _target_from_entries(node, entries, source_shape)
         block = None if resolved is None else _channel_block(before, after, resolved)
     if block is None:
         walk.lock(tracked.atoms, f"{label} splits or scatters the channel axis")
@@ -131,13 +131,15 @@ def _reshape(walk: Walk, node: ir.Node) -> None:
     _expand(walk, node, tracked, outer, inner, axis=axis, rank=len(entries))
 
 
-def _concatenated_entries(walk: Walk, value: ir.Value | None, copies: bool = False) -> Sequence[Dim] | None:
-    """Entries of a shape built at run time as ``Concat(pieces)``: constants where known, else None.
+def _concatenated_entries(walk: Walk, value: ir.Value | None) -> Sequence[Dim] | None:
+    """Entries of a shape built at run time as ``Concat(pieces)``: constants, dims copied from a shape, else None.
 
     This is how exporters write ``x.view(x.size(0), -1)`` with a dynamic
     batch; the channel entry is then a constant (often -1) even though the
-    batch entry is computed.  With ``copies``, an entry copied from a shape
-    (:func:`_copied_dim`) is that dim instead of None.
+    batch entry is computed.  An entry copied from a shape
+    (:func:`_copied_dim`) is that dim, static or symbolic: known for working
+    out the output shape, but still computed at run time, so a channel entry
+    of that kind locks like any other.
     """
     producer = value.producer() if value is not None else None
     if producer is None or producer.op_type != "Concat" or producer.domain not in ONNX_DOMAINS:
@@ -151,7 +153,7 @@ def _concatenated_entries(walk: Walk, value: ir.Value | None, copies: bool = Fal
         shape = walk.shape(piece)
         if shape is None or len(shape) != 1 or not isinstance(shape[0], int):
             return None
-        copied = _copied_dim(walk, piece) if copies and piece is not None and shape[0] == 1 else None
+        copied = _copied_dim(walk, piece) if piece is not None and shape[0] == 1 else None
         entries.extend([copied] if copied is not None else [None] * shape[0])
     return entries
 
@@ -172,14 +174,13 @@ def _copied_dim(walk: Walk, piece: ir.Value) -> Dim:
     shape = walk.shape(input_at(reader, 0))
     if shape is None or not -len(shape) <= index[0] < len(shape):
         return None
-    return shape[index[0]]
+    dim = shape[index[0]]
+    return None if isinstance(dim, int) and dim < 1 else dim
 
 
-def _target_from_entries(walk: Walk, node: ir.Node, source_shape: Sequence[Dim]) -> list[Dim] | None:
-    """The Reshape's output shape worked out from its target entries; None when one of them is not known."""
-    target = walk.const_input(node, 1)
-    entries = ints(target) if target is not None else _concatenated_entries(walk, input_at(node, 1), copies=True)
-    if entries is None or None in entries or sum(1 for entry in entries if entry == -1) > 1:
+def _target_from_entries(node: ir.Node, entries: Sequence[Dim], source_shape: Sequence[Dim]) -> list[Dim] | None:
+    """The Reshape's output shape worked out from its target ``entries``; None when one of them is not known."""
+    if None in entries or sum(1 for entry in entries if entry == -1) > 1:
         return None
     dims: list[Dim] = []
     for axis, entry in enumerate(entries):
