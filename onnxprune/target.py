@@ -166,7 +166,7 @@ def reach_target(
         settled = _Settling(asked, table, channel_options, resource, lambda candidate: value_at(high, candidate))
         chosen, reached = settled.walk(path[high], reached)
         if not settled.lands(reached) and high > 0:
-            chosen, reached = settled.walk_down(path[high - 1], value_at(high - 1), (chosen, reached))
+            chosen, reached = settled.walk_down(path[high - 1], value_at(high - 1)) or (chosen, reached)
         if not settled.lands(reached):
             chosen, reached = settled.every_combination(chosen) or (chosen, reached)
     note = None if settled.lands(reached) else settled.unreachable(reached)
@@ -213,13 +213,13 @@ class _Settling:
             return self.above[1], self.above[0]
         return chosen, reached
 
-    def walk_down(self, chosen: Allocation, reached: float, under: tuple[Allocation, float]) -> tuple[Allocation, float]:
-        """From ``chosen`` (measured ``reached``, above the target): rounds down while they get closer; ``under`` when none lands."""
+    def walk_down(self, chosen: Allocation, reached: float) -> tuple[Allocation, float] | None:
+        """From ``chosen`` (measured ``reached``, above the target): rounds down while they get closer; None when none lands."""
         self._note_above(reached, chosen)
         while not self.lands(reached):
             step = self._round(chosen, reached, up=False)
             if step is None:
-                return under
+                return None
             reached, chosen = step
         return chosen, reached
 
@@ -227,15 +227,13 @@ class _Settling:
         """The least-drift combination of grid counts that lands (``chosen``'s bypasses kept), measured in order of
         predicted drift; None when there are more than :data:`EXHAUSTIVE_COMBINATIONS` or none lands."""
         blocked = {group for bypass in chosen.bypasses.values() for group in bypass.conflicts}
-        free = [name for name in self.groups if name not in blocked]
-        grids = [[(name, keep) for keep in self.grid[name]] for name in free]
+        grids = [[(name, keep) for keep in self.grid[name]] for name in self.groups if name not in blocked]
         if math.prod(len(grid) for grid in grids) > EXHAUSTIVE_COMBINATIONS:
             return None
-        fixed = {name: level for name, level in chosen.levels.items() if name in blocked}
         candidates = []
         for counts in itertools.product(*grids):
             cuts = {name: self.groups[name].at(keep) for name, keep in counts if keep != self.groups[name].channels}
-            candidates.append(Allocation({**fixed, **{name: level for name, level in cuts.items() if level is not None}}, chosen.bypasses))
+            candidates.append(Allocation({name: level for name, level in cuts.items() if level is not None}, chosen.bypasses))
         for candidate in sorted(candidates, key=lambda candidate: candidate.predicted_drift):
             value = self.value_of(candidate)
             self._note_above(value, candidate)
