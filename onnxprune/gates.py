@@ -20,7 +20,9 @@ from onnxprune.analysis.cost import macs_ratio, model_cost
 from onnxprune.bench import benchmark
 from onnxprune.config import PruneConfig
 from onnxprune.errors import InputError
-from onnxprune.validate import Validation
+from onnxprune.validate import Validation, npz_has_labels
+
+NO_CALIBRATION_LABELS = "--min-accuracy: the calibration data has no labels (add a 'labels' array, or give --labels)"
 
 FLOOR_COSINE = 0.95
 """Default floor on each output's cosine similarity with the original (on the validation data).
@@ -71,6 +73,20 @@ def check_gate_inputs(config: PruneConfig, calibration_given: bool) -> None:
         raise InputError("--min-accuracy needs --calibration data with labels (a 'labels' array, or --labels)")
 
 
+def check_accuracy_labels(config: PruneConfig, calibration_labelled: bool | None) -> None:
+    """``--min-accuracy`` is judged on the validation data's labels: refuse data without any before pruning, not after.
+
+    ``calibration_labelled``: whether the calibration data's held-out part has labels (None: no calibration data).
+    """
+    if config.min_accuracy is None or not config.validate:
+        return
+    if config.inputs is not None:
+        if npz_has_labels(config.inputs) is False:
+            raise InputError(f"--min-accuracy: {config.inputs} has no 'labels' array to measure accuracy against")
+    elif calibration_labelled is False:
+        raise InputError(NO_CALIBRATION_LABELS)
+
+
 def sets_output_gate(config: PruneConfig) -> bool:
     """Whether the user set any limit on what the outputs compute."""
     return any(getattr(config, key) is not None for key in OUTPUT_GATES)
@@ -101,7 +117,7 @@ def evaluate_gates(
         gates.append(_lower("min-top1-agreement", agreement, config.min_top1_agreement))
     if config.min_accuracy is not None and validation is not None:
         if validation.accuracy is None:
-            raise InputError("--min-accuracy: the calibration data has no labels (add a 'labels' array, or give --labels)")
+            raise InputError(NO_CALIBRATION_LABELS)
         gates.append(_lower("min-accuracy", validation.accuracy["candidate"], config.min_accuracy))
     if config.min_speedup is not None and speedup is not None:
         gates.append(_lower("min-speedup", speedup, config.min_speedup))

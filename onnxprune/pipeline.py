@@ -13,12 +13,10 @@ import dataclasses
 import math
 import os
 import sys
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
@@ -33,7 +31,7 @@ from onnxprune.calibration import CalibrationData, load_calibration
 from onnxprune.config import PruneConfig
 from onnxprune.errors import InputError
 from onnxprune.executor import executor_for
-from onnxprune.gates import Gate, check_gate_inputs, evaluate_gates
+from onnxprune.gates import Gate, check_accuracy_labels, check_gate_inputs, evaluate_gates
 from onnxprune.model_source import ModelLike, read_model
 from onnxprune.options import ChannelOptions, LayerOptions, TargetOptions, TimingOptions, WeightOptions
 from onnxprune.passes.base import PruningPass
@@ -110,7 +108,7 @@ def prune(model: ModelLike, config: PruneConfig | None = None, /, quiet: bool = 
     check_gate_inputs(config, calibration_given=config.calibration is not None or "calibration" in in_memory)
     original, source_path = read_model(model)
     calibration = _calibration(original, config, in_memory)
-    _refuse_accuracy_without_labels(config, calibration)
+    check_accuracy_labels(config, None if calibration is None else calibration.held_out_labels is not None)
     # Symbolic dims fixed as the user or the data says, for MAC counts and timing alike.
     cost_shapes = config.input_shapes() or (calibration.shapes_of_one_sample(original) if calibration is not None else {})
     original_cost = model_cost(original, source_path, shapes=cost_shapes)
@@ -278,23 +276,6 @@ def _refuse_nothing_to_prune(config: PruneConfig) -> None:
             "nothing to prune: give --channel-ratio (0 removes only dead channels, exactly), --channel-override, --weight-threshold, "
             "--weight-sparsity, --bypass, --bypass-auto or a --target-* option, or set one in the config file"
         )
-
-
-def _refuse_accuracy_without_labels(config: PruneConfig, calibration: CalibrationData | None) -> None:
-    """``--min-accuracy`` is judged on the validation data's labels: without any, say so before pruning, not after."""
-    if config.min_accuracy is None or not config.validate:
-        return
-    if config.inputs is None:
-        if calibration is not None and calibration.held_out_labels is None:
-            raise InputError("--min-accuracy: the calibration data has no labels (add a 'labels' array, or give --labels)")
-        return
-    try:
-        with np.load(config.inputs, allow_pickle=False) as archive:
-            labelled = "labels" in archive.files
-    except (OSError, ValueError, zipfile.BadZipFile):
-        return  # validation reports an unreadable --inputs file in its own words
-    if not labelled:
-        raise InputError(f"--min-accuracy: {config.inputs} has no 'labels' array to measure accuracy against")
 
 
 def _refuse_unknown_macs(cost: Cost, config: PruneConfig) -> None:

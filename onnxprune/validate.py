@@ -10,6 +10,7 @@ bit equality.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -302,6 +303,15 @@ def _static_batch(model: ir.Model, specs: list[runtime.InputSpec]) -> int | None
 def _labels(path: str) -> np.ndarray | None:
     with np.load(path, allow_pickle=False) as archive:
         return archive["labels"] if "labels" in archive.files else None
+
+
+def npz_has_labels(path: str) -> bool | None:
+    """Whether the npz at ``path`` holds a ``labels`` array; None when it cannot be read (validation says why, in its words)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return "labels" in archive.files
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
 
 
 def _cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
