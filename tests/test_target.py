@@ -88,22 +88,19 @@ def _probed(table: SensitivityTable) -> list[tuple[str, int, float, int, int]]:
     return [(group.name, level.keep, level.drift, level.macs_saved, level.params_saved) for group in table.groups for level in group.levels]
 
 
+def _table(*groups: GroupSensitivity, bypasses: tuple[BypassSensitivity, ...] = ()) -> SensitivityTable:
+    """A hand-made table of 1000 MACs and parameters, for allocation and settling tests."""
+    return SensitivityTable(list(groups), macs=1000, params=1000, latency_ms=10.0, shapes={}, samples={}, importance="data", bypasses=list(bypasses))
+
+
 def _group(name: str, *levels: tuple[int, float, int]) -> GroupSensitivity:
     return GroupSensitivity(name, [name], 64, [Level(keep, (64 - keep) / 64, drift, saved, saved, saved / 100) for keep, drift, saved in levels])
 
 
 def test_allocation_takes_the_least_drift_per_mac_first_and_may_jump_a_level() -> None:
-    table = SensitivityTable(
-        groups=[
-            _group("a", (48, 0.10, 100), (32, 0.30, 200)),
-            _group("b", (48, 0.02, 100), (32, 0.03, 400)),  # its second level is cheaper per MAC than its first
-        ],
-        macs=1000,
-        params=1000,
-        latency_ms=10.0,
-        shapes={},
-        samples={},
-        importance="data",
+    table = _table(
+        _group("a", (48, 0.10, 100), (32, 0.30, 200)),
+        _group("b", (48, 0.02, 100), (32, 0.03, 400)),  # its second level is cheaper per MAC than its first
     )
     path = allocation_path(table)
     assert [{name: level.keep for name, level in step.levels.items()} for step in path] == [{}, {"b": 32}, {"b": 32, "a": 48}, {"b": 32, "a": 32}]
@@ -117,15 +114,7 @@ def test_allocation_adds_drifts_in_quadrature_and_so_spreads_shallow_cuts() -> N
 
     Adding the drifts themselves would price the deep cut at 0.15 against 0.2 and take it.
     """
-    table = SensitivityTable(
-        groups=[_group("a", (48, 0.10, 100), (32, 0.15, 200)), _group("b", (48, 0.10, 100), (32, 0.15, 200))],
-        macs=1000,
-        params=1000,
-        latency_ms=10.0,
-        shapes={},
-        samples={},
-        importance="data",
-    )
+    table = _table(_group("a", (48, 0.10, 100), (32, 0.15, 200)), _group("b", (48, 0.10, 100), (32, 0.15, 200)))
     path = allocation_path(table)
     assert [{name: level.keep for name, level in step.levels.items()} for step in path[:3]] == [{}, {"a": 48}, {"a": 48, "b": 48}]
     assert path[2].predicted_drift == pytest.approx(0.02**0.5)
@@ -316,18 +305,10 @@ def test_target_macs_walks_down_from_above_when_the_walk_up_cannot_land(monkeypa
         cuts = [Level(keep, (channels - keep) / channels, drift, round(share * 1000), 0, 0.0) for keep, drift, share in levels]
         return GroupSensitivity(name, [name], channels, cuts)
 
-    table = SensitivityTable(
-        groups=[
-            group("a", 28, (16, 0.1, 0.377)),
-            group("b", 48, (32, 0.35, 0.237), (16, 0.6, 0.475)),
-            group("c", 128, (96, 0.123, 0.012), (64, 0.199, 0.024), (32, 0.463, 0.036), (16, 1.019, 0.043)),
-        ],
-        macs=1000,
-        params=1000,
-        latency_ms=1.0,
-        shapes={},
-        samples={},
-        importance="data",
+    table = _table(
+        group("a", 28, (16, 0.1, 0.377)),
+        group("b", 48, (32, 0.35, 0.237), (16, 0.6, 0.475)),
+        group("c", 128, (96, 0.123, 0.012), (64, 0.199, 0.024), (32, 0.463, 0.036), (16, 1.019, 0.043)),
     )
 
     def macs_ratio(allocation: Allocation) -> float:
@@ -344,18 +325,10 @@ def test_target_macs_walks_down_from_above_when_the_walk_up_cannot_land(monkeypa
 def test_settling_measures_every_combination_of_a_small_grid_least_drift_first(monkeypatch: pytest.MonkeyPatch) -> None:
     """Of the combinations that land within 3% of 0.5, the one with the least predicted drift is returned; a grid
     with more combinations than the limit is not searched."""
-    table = SensitivityTable(
-        groups=[
-            GroupSensitivity("a", ["a"], 32, [Level(16, 0.5, 0.3, 500, 0, 0.0)]),
-            GroupSensitivity("b", ["b"], 32, [Level(16, 0.5, 0.1, 300, 0, 0.0)]),
-            GroupSensitivity("c", ["c"], 32, [Level(16, 0.5, 0.2, 200, 0, 0.0)]),
-        ],
-        macs=1000,
-        params=1000,
-        latency_ms=1.0,
-        shapes={},
-        samples={},
-        importance="data",
+    table = _table(
+        GroupSensitivity("a", ["a"], 32, [Level(16, 0.5, 0.3, 500, 0, 0.0)]),
+        GroupSensitivity("b", ["b"], 32, [Level(16, 0.5, 0.1, 300, 0, 0.0)]),
+        GroupSensitivity("c", ["c"], 32, [Level(16, 0.5, 0.2, 200, 0, 0.0)]),
     )
     measured: list[dict[str, int]] = []
 
@@ -378,18 +351,13 @@ def _bypass(name: str, drift: float, saved: int, conflicts: tuple[str, ...] = ()
 
 
 def test_allocation_chooses_bypasses_alongside_cuts_and_never_a_conflicting_pair() -> None:
-    table = SensitivityTable(
-        groups=[_group("a", (48, 0.10, 100), (32, 0.30, 200)), _group("b", (48, 0.02, 100))],
-        macs=1000,
-        params=1000,
-        latency_ms=10.0,
-        shapes={},
-        samples={},
-        importance="data",
-        bypasses=[
+    table = _table(
+        _group("a", (48, 0.10, 100), (32, 0.30, 200)),
+        _group("b", (48, 0.02, 100)),
+        bypasses=(
             _bypass("block", 0.01, 300, conflicts=("b",), removed=("block", "inner")),  # cheapest per MAC: taken first, b never cut
             _bypass("inner", 0.005, 20, removed=("inner",)),  # shares a node with block: never taken with it
-        ],
+        ),
     )
     path = allocation_path(table)
     assert list(path[1].bypasses) == ["block"]
