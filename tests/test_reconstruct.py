@@ -327,3 +327,54 @@ def test_ridge_is_chosen_on_check_rows_and_an_overfit_is_refused() -> None:
         outcomes[judged_on] = report
     assert not outcomes["check"].layers and "no fit lowered its output error on check samples" in outcomes["check"].skipped[0][1]
     assert len(outcomes["fit"].layers) == 1
+
+
+@pytest.mark.parametrize("kind", ["dense", "channelwise"])
+def test_pooled_sums_equal_the_sums_of_every_row_added_to_one(kind: str) -> None:
+    rng = np.random.default_rng(5)
+    if kind == "dense":
+        make = lambda: NormalEquations(6, 3, bias=True)  # noqa: E731
+        batches = [(rng.standard_normal((n, 6)), rng.standard_normal((n, 3))) for n in (7, 11)]
+    else:
+        make = lambda: ChannelwiseEquations(4, 9)  # noqa: E731
+        batches = [(rng.standard_normal((n, 4, 9)), rng.standard_normal((n, 4))) for n in (7, 11)]
+    first, second, together = make(), make(), make()
+    first.add(*batches[0])
+    second.add(*batches[1])
+    for batch in batches:
+        together.add(*batch)
+    pooled = first.pooled(second)
+    assert pooled.rows == together.rows == 18 and first.rows == 7
+    np.testing.assert_allclose(pooled.gram, together.gram, rtol=1e-6)
+    np.testing.assert_allclose(pooled.cross, together.cross, rtol=1e-6)
+    np.testing.assert_allclose(pooled.target_energy, together.target_energy, rtol=1e-6)
+
+
+def test_the_chosen_ridge_solves_again_on_the_fit_and_check_rows_together() -> None:
+    """A layer short of fit rows is solved on the check rows too once they have chosen its ridge strength.
+
+    The outputs are an exact linear map of the inputs.  The 20 fit rows for
+    10 features are too few for a well-posed fit, so the ridge pulls the fit
+    toward the start; with the 30 check rows the layer has 5 rows per
+    feature and the exact map comes out.
+    """
+    from onnxprune.reconstruct.linear import linear_layer
+    from onnxprune.reconstruct.refit import RefitReport, _refit_layer, _Target
+
+    net = Net(shape=(20, 10), seed=22)
+    original = net.model(net.gemm(net.input, 10, 4))
+    model = irx.from_proto(original)
+    layer = linear_layer(next(iter(model.graph)))
+    assert not isinstance(layer, str) and layer.bias is not None
+    rng = np.random.default_rng(4)
+    exact_weight, exact_bias = rng.standard_normal((4, 10)), rng.standard_normal(4)
+    fit, check = NormalEquations(10, 4, bias=True), NormalEquations(10, 4, bias=True)
+    for equations, rows in ((fit, 20), (check, 30)):
+        inputs = rng.standard_normal((rows, 10))
+        equations.add(inputs, inputs @ exact_weight.T + exact_bias)
+    report = RefitReport()
+    _refit_layer(_Target(layer, layer, 0), fit, check, model, report)
+    refit = linear_layer(next(iter(model.graph)))
+    assert len(report.layers) == 1 and not isinstance(refit, str) and refit.bias is not None
+    np.testing.assert_allclose(refit.weight, exact_weight, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(refit.bias, exact_bias, rtol=1e-4, atol=1e-5)

@@ -23,6 +23,9 @@ The bias column is not pulled.
 
 from __future__ import annotations
 
+import copy
+from typing import Self
+
 import numpy as np
 
 BASE_RIDGE = 1e-6
@@ -39,7 +42,21 @@ def relative_ridge(features: int, rows: int) -> float:
     return BASE_RIDGE + crowding**2
 
 
-class NormalEquations:
+class _RunningSums:
+    """What both kinds of equations keep are sums over rows (``gram``, ``cross``, ``target_energy``, ``rows``),
+    so two sets of rows pool by adding them."""
+
+    _SUMS = ("gram", "cross", "target_energy", "rows")
+
+    def pooled(self, other: _RunningSums) -> Self:
+        """These sums and ``other``'s (the same kind, for the same layer) together: as if every row had been added to one."""
+        pooled = copy.copy(self)
+        for name in self._SUMS:
+            setattr(pooled, name, getattr(self, name) + getattr(other, name))
+        return pooled
+
+
+class NormalEquations(_RunningSums):
     """Running sums for one layer's refit; ``bias`` adds the constant column."""
 
     def __init__(self, features: int, outputs: int, bias: bool) -> None:
@@ -88,7 +105,7 @@ class NormalEquations:
         return max(residual, 0.0) / self.target_energy
 
 
-class ChannelwiseEquations:
+class ChannelwiseEquations(_RunningSums):
     """The same least squares for a depthwise layer: one independent fit per channel, from its own input channel.
 
     Inputs are ``(rows, channels, features)``, targets ``(rows, channels)``;

@@ -34,7 +34,9 @@ ROWS_PER_FEATURE = 2 * WELL_POSED_ROWS_PER_FEATURE
 """Rows sampled per feature (plus :data:`MIN_ROWS`): a well-posed fit, few enough rows to stay fast."""
 CHECK_EVERY = 5
 """Every fifth chunk of calibration samples is kept out of the fit and checks it: the ridge strength is chosen
-on unseen rows (on MTCNN ONet at 5.8x fewer MACs, a fixed ridge overfit the dense layer and lost 5 points)."""
+on unseen rows (on MTCNN ONet at 5.8x fewer MACs, a fixed ridge overfit the dense layer and lost 5 points).
+The layer is then solved with that strength on the fit and check rows together: a layer that sees one row per
+sample is short of rows, and the check rows are a fifth more."""
 RIDGE_STRENGTHS = (1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
 """Multiples of the default λ tried against the check rows."""
 
@@ -174,7 +176,12 @@ def _refit_wave(targets: list[_Target], original: ir.Model, pruned: ir.Model, ba
 def _refit_layer(
     target: _Target, fit: NormalEquations | ChannelwiseEquations, check: NormalEquations | ChannelwiseEquations, pruned: ir.Model, report: RefitReport
 ) -> None:
-    """Solve with each ridge strength, keep the weight with the least error on the check rows (the start if none beats it)."""
+    """Solve with each ridge strength; the one with the least error on the check rows solves again on all rows.
+
+    The start stays when no strength beats it on the check rows.  The error
+    reported after is that check-row error: the weight written saw those
+    rows too, so no unseen rows are left to judge it by.
+    """
     layer = target.layer
     start = layer.weight if layer.bias is None else np.hstack([layer.weight, layer.bias[:, None]])
     before = check.relative_error(start)
@@ -185,6 +192,8 @@ def _refit_layer(
     if after >= before:
         report.skipped.append((node_label(layer.node), f"not refit: no fit lowered its output error on check samples ({before:.4g})"))
         return
+    if check is not fit:
+        solved = fit.pooled(check).solve(start, strength)
     layer.write(solved[:, : layer.features], None if layer.bias is None else solved[:, -1], pruned.graph)
     report.layers.append(
         {
