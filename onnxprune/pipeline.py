@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
@@ -111,6 +112,7 @@ def prune(model: ModelLike, config: PruneConfig | None = None, /, quiet: bool = 
     check_accuracy_labels(config, None if calibration is None else calibration.held_out_labels is not None)
     # Symbolic dims fixed as the user or the data says, for MAC counts and timing alike.
     cost_shapes = config.input_shapes() or (calibration.shapes_of_one_sample(original) if calibration is not None else {})
+    timing_feeds = _timing_feeds(calibration, original, cost_shapes)
     original_cost = model_cost(original, source_path, shapes=cost_shapes)
     _refuse_unknown_macs(original_cost, config)
     candidate = irx.copy_model(original)
@@ -139,7 +141,7 @@ def prune(model: ModelLike, config: PruneConfig | None = None, /, quiet: bool = 
         else None
     )
     validation = _validate(original, candidate, config, calibration, quiet) if config.validate else None
-    timings = _time(original, candidate, config, cost_shapes, quiet) if config.bench else None
+    timings = _time(original, candidate, config, cost_shapes, timing_feeds, quiet) if config.bench else None
     pruned_macs_ratio = macs_ratio(original_cost, pruned_cost)
     gates = evaluate_gates(config, validation, timings[1].speedup if timings else None, pruned_macs_ratio, lossy)
 
@@ -164,6 +166,7 @@ def prune(model: ModelLike, config: PruneConfig | None = None, /, quiet: bool = 
         failures,
         calibration=_calibration_record(calibration),
         target=target_record,
+        timed_on=_timed_on(calibration if timing_feeds is not None else None, config) if timings else None,
     )
     return PruneResult(
         candidate,
@@ -224,8 +227,9 @@ def build_report(
     failures: list[str],
     calibration: dict[str, Any] | None = None,
     target: dict[str, Any] | None = None,
+    timed_on: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON report: costs before/after (original first), timing, drift, gates, what each pass did."""
+    """The JSON report: costs before/after (original first), timing and the inputs it ran on, drift, gates, what each pass did."""
     original, pruned = costs
 
     def side(cost: Cost, compressed_bytes: int | None, timing: Timing | None) -> dict[str, Any]:
@@ -243,6 +247,7 @@ def build_report(
         "original": side(original, compressed[0], timings[0] if timings else None),
         "pruned": side(pruned, compressed[1], timings[1] if timings else None),
         "speedup": timings[1].speedup if timings else None,
+        "timed_on": timed_on,
         "macs_ratio": macs_ratio(original, pruned),
         "macs_unknown": sorted(set(original.unknown_shape_nodes) | set(pruned.unknown_shape_nodes)),
         "lossy": lossy,
@@ -327,7 +332,9 @@ def _aim_at_target(
         with progress("scoring channels for the speed search", quiet=quiet), silenced():
             scores = channel_scores(candidate, dataclasses.replace(channel_options, ratio=max(LEVELS), global_ranking=False), calibration.fit)
         fit = first_samples(calibration.fit, PROBE_FIT_SAMPLES)
-    outcome = reach_target(candidate, table, channel_options, targets, config.options(TimingOptions), shapes, quiet, bypasses, scores, fit)
+    timing = config.options(TimingOptions)
+    feeds = _timing_feeds(calibration, candidate, shapes)
+    outcome = reach_target(candidate, table, channel_options, targets, timing, shapes, quiet, bypasses, scores, fit, feeds)
     chosen: dict[str, Any] = {"channel_override": tuple(config.channel_override) + outcome.overrides()}
     if outcome.allocation.bypasses:
         chosen["bypass"] = outcome.allocation.bypass_patterns()
@@ -430,7 +437,23 @@ def _validate(original: ir.Model, candidate: ir.Model, config: PruneConfig, cali
         return validate(original, candidate, source, rtol=config.rtol, atol=config.atol)
 
 
-def _time(original: ir.Model, candidate: ir.Model, config: PruneConfig, shapes: dict[str, tuple[int, ...]], quiet: bool) -> list[Timing]:
+def _timing_feeds(calibration: CalibrationData | None, model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
+    """One calibration sample to time on, when it has the shapes timing uses (``--input-shape`` wins); else None: random inputs."""
+    if calibration is None:
+        return None
+    feeds = calibration.timing_feeds(model)
+    return feeds if all(tuple(array.shape) == shapes.get(name, array.shape) for name, array in feeds.items()) else None
+
+
+def _timed_on(calibration: CalibrationData | None, config: PruneConfig) -> str:
+    """What the timing ran on, for the report: the calibration sample it was given, else random inputs."""
+    return f"one sample of {calibration.source}" if calibration is not None else f"random inputs (seed {config.seed})"
+
+
+def _time(
+    original: ir.Model, candidate: ir.Model, config: PruneConfig, shapes: dict[str, tuple[int, ...]], feeds: dict[str, np.ndarray] | None, quiet: bool
+) -> list[Timing]:
+    """Time both models on one calibration sample when there is calibration data, else on seeded random inputs."""
     return benchmark(
         [original, candidate],
         runs=config.runs,
@@ -439,4 +462,5 @@ def _time(original: ir.Model, candidate: ir.Model, config: PruneConfig, shapes: 
         seed=config.seed,
         shapes=shapes,
         quiet=quiet,
+        feeds=feeds,
     )

@@ -152,6 +152,8 @@ def render_prune(console: Console, report: dict[str, Any]) -> None:
         )
         table.add_row("latency p90", f"{before['p90']:.3f} ms", f"{after['p90']:.3f} ms", _ratio(after["p90"], before["p90"]))
         table.add_row("speedup", "", "", f"{report['speedup']:.2f}x")
+        if report["timed_on"]:
+            table.add_row("timed on", "", "", report["timed_on"])
     validation = report["validation"]
     if validation is not None and validation["outputs"]:
         worst_abs = max(output["max_abs_diff"] for output in validation["outputs"])

@@ -124,6 +124,7 @@ def reach_target(
     bypasses: bool = True,
     scores: np.ndarray | None = None,
     fit: list[Feeds] | None = None,
+    timing_feeds: Feeds | None = None,
 ) -> TargetOutcome:
     """Search the allocation path of ``table`` for the first allocation that meets ``targets`` on ``model`` (``bypasses``: may bypass).
 
@@ -133,12 +134,14 @@ def reach_target(
     logits of an unrefit cut.  ``scores``
     (:func:`~onnxprune.passes.channels.channel_scores` of ``model``) make them
     keep the channels the final run keeps, and ``fit`` (a few calibration
-    samples) refits the layers each cut edits, as the sensitivity probes do.
+    samples) refits the layers each cut edits, as the sensitivity probes do;
+    ``timing_feeds`` (one real sample) is what they are timed on, as the
+    final model is.
     """
     kind, asked = targets.asked()
     resource: Resource = "params" if kind == "params" else "macs" if kind == "macs" else "latency"
     path = allocation_path(table, resource, bypasses)
-    measure = _measure(kind, model, channel_options, timing, shapes, table, scores, fit)
+    measure = _measure(kind, model, channel_options, timing, shapes, table, scores, fit, timing_feeds)
     meets = (lambda value: value >= asked) if kind == "speedup" else (lambda value: value <= asked)
     searched: list[tuple[int, float]] = []
     note: str | None
@@ -355,9 +358,10 @@ def _measure(
     table: SensitivityTable,
     scores: np.ndarray | None = None,
     fit: list[Feeds] | None = None,
+    timing_feeds: Feeds | None = None,
 ) -> Callable[[Allocation], float]:
     if kind == "speedup":
-        one_run_ms = benchmark([model], runs=5, warmup=timing.warmup, threads=timing.threads, shapes=shapes, quiet=True)[0].median_ms
+        one_run_ms = benchmark([model], runs=5, warmup=timing.warmup, threads=timing.threads, shapes=shapes, quiet=True, feeds=timing_feeds)[0].median_ms
         runs = max(timing.runs, min(MAX_SEARCH_RUNS, math.ceil(SEARCH_SECONDS_PER_MODEL * 1000 / max(one_run_ms, 1e-3))))
         return lambda allocation: benchmark(
             [model, architecture(model, channel_options, allocation, scores, fit)],
@@ -366,6 +370,7 @@ def _measure(
             threads=timing.threads,
             shapes=shapes,
             quiet=True,
+            feeds=timing_feeds,
         )[1].speedup
     if kind == "params":
         return lambda allocation: model_cost(architecture(model, channel_options, allocation)).params / table.params

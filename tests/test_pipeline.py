@@ -282,3 +282,56 @@ def test_calibration_that_does_not_fit_the_model_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_latency_is_timed_on_a_calibration_sample_when_there_is_calibration_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime's time can depend on the values, so a run with calibration data times both models on one of its samples.
+
+    Every timed run is recorded: with calibration data each one is fed the
+    first calibration sample; without, seeded random inputs (not a sample of
+    the data), and the report says which.
+    """
+    import numpy as np
+
+    import onnxprune
+    from onnxprune import pipeline, runtime
+
+    fed: list[np.ndarray] = []
+    timing = [False]
+    run, benchmark = runtime.run, pipeline.benchmark
+
+    def recording_run(session: object, feeds: dict[str, np.ndarray]) -> object:
+        if timing[0]:
+            fed.append(feeds["input"])
+        return run(session, feeds)  # type: ignore[arg-type]
+
+    def timing_benchmark(*args: object, **kwargs: object) -> object:
+        timing[0] = True
+        try:
+            return benchmark(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            timing[0] = False
+
+    monkeypatch.setattr(runtime, "run", recording_run)
+    monkeypatch.setattr(pipeline, "benchmark", timing_benchmark)
+    calibration = np.load(DIGITS_NPZ)["input"]
+    result = onnxprune.prune(MODELS_DIR / "digits_cnn.onnx", channel_ratio=0.5, calibration=calibration, validate=False, runs=3, warmup=1, quiet=True)
+    assert len(fed) == 2 * (3 + 1) and all(np.array_equal(feeds, calibration[:1]) for feeds in fed)
+    assert result.report["timed_on"] == "one sample of arrays given in Python"
+    fed.clear()
+    result = onnxprune.prune(MODELS_DIR / "digits_cnn.onnx", channel_ratio=0.5, validate=False, runs=3, warmup=1, quiet=True)
+    assert len(fed) == 8 and not any(np.array_equal(feeds, calibration[:1]) for feeds in fed)
+    assert result.report["timed_on"] == "random inputs (seed 0)"
+
+
+def test_timing_inputs_must_be_the_graphs_inputs_in_its_dtypes() -> None:
+    import numpy as np
+
+    import onnxprune
+    from onnxprune.errors import InputError
+
+    model = MODELS_DIR / "digits_cnn.onnx"
+    with pytest.raises(InputError, match=r"^timing inputs \['x'\] are not the graph's inputs \['input'\]$"):
+        onnxprune.benchmark([model], runs=1, feeds={"x": np.zeros((1, 1, 8, 8), np.float32)})
+    with pytest.raises(InputError, match=r"^timing input 'input' is float64 \[1, 1, 8, 8\], the graph takes float32 \[1, 1, 8, 8\]$"):
+        onnxprune.benchmark([model], runs=1, feeds={"input": np.zeros((1, 1, 8, 8))})

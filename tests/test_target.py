@@ -463,3 +463,23 @@ def test_the_speed_search_times_refit_architectures_when_given_samples() -> None
 
     assert conv2(plain).shape == conv2(refit).shape
     assert not np.allclose(conv2(plain), conv2(refit)), "conv2 reads the cut channels and must be refit"
+
+
+def test_the_speed_search_times_on_the_sample_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The final model is timed on a calibration sample, so the models the speed search compares it with are too."""
+    from onnxprune.options import TimingOptions
+
+    model = irx.load(MODEL)
+    calibration = load_calibration(str(CALIBRATION), model)
+    sample = calibration.timing_feeds(model)
+    fed: list[object] = []
+    timed = target.benchmark
+
+    def recording_benchmark(*args: object, **kwargs: object) -> object:
+        fed.append(kwargs["feeds"])
+        return timed(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(target, "benchmark", recording_benchmark)
+    measure = target._measure("speedup", model, OPTIONS, TimingOptions(runs=2, warmup=0), {}, _table(), timing_feeds=sample)
+    assert measure(Allocation({"/conv1/Conv": Level(16, 0.5, 0.1, 1, 1, 0.01)})) > 0
+    assert len(fed) == 2 and all(feeds is sample for feeds in fed)

@@ -10,8 +10,8 @@ For each task of ``tools/eval_tasks.py`` (build them first; ``bash tools/setup_b
 - **target_macs**: ``target_macs=m`` for every MAC ratio (the MAC targets of ``tools/bench_accuracy.py``).
 
 All pruned models of a task and the original are then timed together by
-``onnxprune.benchmark`` (interleaved, one thread, batch 1 at the calibration
-shape; speedup = median of per-run ratios), and evaluated on the task's labeled
+``onnxprune.benchmark`` (interleaved, one thread, fed one calibration sample as
+the target runs are; speedup = median of per-run ratios), and evaluated on the task's labeled
 evaluation data.  MACs are counted at the calibration shape.  Writes
 ``benchmarks/target.{md,json}`` and per task ``benchmarks/sensitivity_<task>.png``
 (drift against the share of a group's channels cut) and
@@ -59,7 +59,8 @@ def run_task(name: str, knobs: dict[str, list[float]], jobs: int, plots: bool, r
     folder = WORK / name
     folder.mkdir(parents=True, exist_ok=True)
     original = onnxprune.load(task.model)
-    shapes = load_calibration(str(task.calibration), original).shapes_of_one_sample(original)
+    calibration = load_calibration(str(task.calibration), original)
+    shapes = calibration.shapes_of_one_sample(original)
     base_macs = onnxprune.model_cost(original, shapes=shapes).macs
     cache = str(WORK / "cache")
     done = {(row["method"], row["knob"]): row for row in _saved_rows(folder)} if reuse else {}
@@ -88,7 +89,7 @@ def run_task(name: str, knobs: dict[str, list[float]], jobs: int, plots: bool, r
             (folder / "rows.json").write_text(json.dumps(rows + [old for key, old in done.items() if key not in redone], indent=1))
             print(f"{name}: {method} {knob}: MACs {row['macs_ratio']:.3f}, {row['prune_s']:.0f} s", flush=True)
     models = [original, *(onnxprune.load(row["path"]) for row in rows)]
-    timings = onnxprune.benchmark(models, runs=RUNS.get(name, 200), warmup=5, threads=1, shapes=shapes, quiet=True)
+    timings = onnxprune.benchmark(models, runs=RUNS.get(name, 200), warmup=5, threads=1, quiet=True, feeds=calibration.timing_feeds(original))
     baseline = task.evaluate(task.model)
     for row, timing in zip(rows, timings[1:]):
         row.update(speedup=timing.speedup, ms=timing.median_ms, metrics=task.evaluate(Path(row["path"])))
@@ -130,7 +131,7 @@ def markdown(records: list[dict[str, Any]], command: str, seconds: float, plots:
         "modelled millisecond saved), searched on measured latency; then the same data-driven selection and refit.",
         "- **target_macs**: `target_macs=m`: the same, by squared drift per MAC saved, settled on counted MACs.",
         "",
-        "Speedup: `onnxprune.benchmark` of the original and every pruned model of the task, interleaved, one thread, batch 1; "
+        "Speedup: `onnxprune.benchmark` of the original and every pruned model of the task, interleaved, one thread, one calibration sample; "
         "median of per-run ratios. MACs at the calibration shape. Accuracy on the task's labeled evaluation data "
         "(never used for calibration). **best uniform at >= s** is the most accurate uniform row whose measured speedup "
         "is at least the target row's.",
