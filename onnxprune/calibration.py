@@ -117,15 +117,18 @@ class CalibrationData:
             shapes[name] = shape if isinstance(batch, int) and batch >= 0 else (1, *shape[1:])
         return shapes
 
-    def timing_feeds(self, model: ir.Model) -> dict[str, np.ndarray]:
-        """The first sample of the batch :meth:`shapes` reads (all of it where ``model`` fixes the batch), to time ``model`` on.
+    def timing_feeds(self, model: ir.Model, shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray] | None:
+        """The first sample of the batch :meth:`shapes` reads (all of it where ``model`` fixes the batch), to time ``model`` on;
+        None when ``shapes`` (what ``--input-shape`` asks for) give an input another shape.
 
         Latency is measured on real data when there is some: onnxruntime's
         time can depend on the values (see :func:`onnxprune.bench.benchmark`).
         """
         first = self.fit[0] if self.fit else self.held_out[0]
-        shapes = self.shapes_of_one_sample(model)
-        return {name: array[: shapes[name][0]] if array.ndim else array for name, array in first.items()}
+        one = self.shapes_of_one_sample(model)
+        feeds = {name: array[: one[name][0]] if array.ndim else array for name, array in first.items()}
+        asked = shapes or {}
+        return feeds if all(tuple(array.shape) == tuple(asked.get(name, array.shape)) for name, array in feeds.items()) else None
 
 
 def _samples(batches: list[dict[str, np.ndarray]]) -> int:

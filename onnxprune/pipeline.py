@@ -112,7 +112,7 @@ def prune(model: ModelLike, config: PruneConfig | None = None, /, quiet: bool = 
     check_accuracy_labels(config, None if calibration is None else calibration.held_out_labels is not None)
     # Symbolic dims fixed as the user or the data says, for MAC counts and timing alike.
     cost_shapes = config.input_shapes() or (calibration.shapes_of_one_sample(original) if calibration is not None else {})
-    timing_feeds = _timing_feeds(calibration, original, cost_shapes)
+    timing_feeds = calibration.timing_feeds(original, cost_shapes) if calibration is not None else None
     original_cost = model_cost(original, source_path, shapes=cost_shapes)
     _refuse_unknown_macs(original_cost, config)
     candidate = irx.copy_model(original)
@@ -333,7 +333,7 @@ def _aim_at_target(
             scores = channel_scores(candidate, dataclasses.replace(channel_options, ratio=max(LEVELS), global_ranking=False), calibration.fit)
         fit = first_samples(calibration.fit, PROBE_FIT_SAMPLES)
     timing = config.options(TimingOptions)
-    feeds = _timing_feeds(calibration, candidate, shapes)
+    feeds = calibration.timing_feeds(candidate, shapes)
     outcome = reach_target(candidate, table, channel_options, targets, timing, shapes, quiet, bypasses, scores, fit, feeds)
     chosen: dict[str, Any] = {"channel_override": tuple(config.channel_override) + outcome.overrides()}
     if outcome.allocation.bypasses:
@@ -435,14 +435,6 @@ def _validate(original: ir.Model, candidate: ir.Model, config: PruneConfig, cali
         source = InputSource(npz_path=config.inputs, samples=config.samples, seed=config.seed, shapes=config.input_shapes())
     with progress("validating against the original", quiet=quiet):
         return validate(original, candidate, source, rtol=config.rtol, atol=config.atol)
-
-
-def _timing_feeds(calibration: CalibrationData | None, model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
-    """One calibration sample to time on, when it has the shapes timing uses (``--input-shape`` wins); else None: random inputs."""
-    if calibration is None:
-        return None
-    feeds = calibration.timing_feeds(model)
-    return feeds if all(tuple(array.shape) == shapes.get(name, array.shape) for name, array in feeds.items()) else None
 
 
 def _timed_on(calibration: CalibrationData | None, config: PruneConfig) -> str:

@@ -4,7 +4,7 @@ For each uniform ratio the model is pruned as ``--channel-ratio`` would
 (data-driven, refit), and an allocated plan is pruned to the same MAC ratio
 (``--target-macs``, reusing the cached sensitivity table); all of them and
 the original are then timed together (interleaved, so they share the same
-machine state) and scored on the held-out calibration samples: accuracy when
+machine state, on one calibration sample) and scored on the held-out calibration samples: accuracy when
 labels are given, else the worst output's cosine similarity with the
 original.
 """
@@ -47,7 +47,8 @@ def tradeoff_curve(
             advance(1)
     shapes = config.input_shapes() or calibration.shapes_of_one_sample(original)
     models = [original, *(result.model for _, _, result in runs)]
-    timings = benchmark(models, runs=config.runs, warmup=config.warmup, threads=config.threads, shapes=shapes, quiet=quiet)
+    feeds = calibration.timing_feeds(original, shapes)
+    timings = benchmark(models, runs=config.runs, warmup=config.warmup, threads=config.threads, shapes=shapes, quiet=quiet, feeds=feeds)
     curve: dict[str, Any] = {"metric": metric, "uniform": [], "allocated": []}
     for (kind, ratio, result), timing in zip(runs, timings[1:]):
         point = {"ratio": ratio, "macs_ratio": result.report["macs_ratio"], "speedup": timing.speedup, "passed": result.passed}

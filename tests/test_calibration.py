@@ -16,6 +16,7 @@ from onnxprune import ir as irx
 from onnxprune import runtime
 from onnxprune.calibration import DEFAULT_BATCH_SIZE, CalibrationData, held_out_mask, load_calibration
 from onnxprune.errors import InputError
+from tests.conftest import MODELS_DIR
 
 Dims = Sequence[int | str | None]
 
@@ -391,3 +392,14 @@ def test_refusals_are_one_line_input_errors_that_name_the_problem(case: str, tmp
     with pytest.raises(InputError, match=message) as caught:
         load_calibration(data, _model(inputs), **kwargs)
     assert "\n" not in str(caught.value)
+
+
+def test_timing_takes_the_first_sample_unless_the_asked_shape_differs() -> None:
+    """Latency is measured on a real sample, but never at another shape than ``--input-shape`` asks for."""
+    model = irx.load(MODELS_DIR / "digits_cnn.onnx")
+    calibration = load_calibration(str(MODELS_DIR / "digits_calibration.npz"), model)
+    feeds = calibration.timing_feeds(model)
+    assert feeds is not None and list(feeds) == ["input"]
+    np.testing.assert_array_equal(feeds["input"], calibration.fit[0]["input"][:1])
+    assert calibration.timing_feeds(model, {"input": (1, 1, 8, 8)}) is not None
+    assert calibration.timing_feeds(model, {"input": (4, 1, 8, 8)}) is None
