@@ -11,7 +11,7 @@ from onnxprune.analysis.channel_graph import ChannelGraph, Tracked
 from onnxprune.analysis.dependency_walk import discover_channel_groups
 from onnxprune.options import ChannelOptions
 from onnxprune.passes.channels import plan_channel_pruning
-from tests.test_channels import HALF, Net, assert_equivalent_by_construction, residual
+from tests.test_channels import HALF, Net, assert_equivalent_by_construction, removed_channels, residual
 
 
 def discover(model: onnx.ModelProto) -> tuple[ChannelGraph, ir.Model]:
@@ -167,6 +167,27 @@ def test_reshape_with_run_time_batch_and_constant_channel_entry() -> None:
     channels, _ = discover(model)
     assert not channels.unit_locked[channels.unit_of_atom[channels.sources[0].atoms]].any()
     assert_equivalent_by_construction(model, HALF)
+
+
+def test_reshape_to_minus_one_and_channels_after_a_global_pool_prunes_like_a_flatten() -> None:
+    """A Paddle head: ``GlobalAveragePool`` then ``Reshape(x, [-1, C])`` with a symbolic batch, then the dense layer.
+
+    Inference names the Reshape's batch dim anew, so only the target's ``-1``, worked out as the
+    input's symbolic batch, shows that the channel axis lands whole in the second axis.
+    """
+    net = Net(shape=("N", 3, 4, 4))
+    pooled = net.op("GlobalAveragePool", [net.relu(net.conv(net.input, 3, 8))])
+    flat = net.op("Reshape", [pooled, net.const("target", np.array([-1, 8], np.int64))])
+    model = net.model(net.gemm(flat, 8, 3))
+    _, ir_model = discover(model)
+    batch = next(node for node in ir_model.graph if node.op_type == "Reshape").outputs[0].shape[0]
+    assert not isinstance(batch, int) and batch != ir_model.graph.inputs[0].shape[0], (
+        "inference is expected to name the batch anew; otherwise this test does not test the resolution"
+    )
+    channels, _ = discover(model)
+    assert not channels.unit_locked[channels.unit_of_atom[channels.sources[0].atoms]].any()
+    result = assert_equivalent_by_construction(model, HALF)
+    assert removed_channels(result) == 4
 
 
 def test_permute_then_view_with_a_symbolic_batch_prunes_through_the_transposed_flatten() -> None:

@@ -11,7 +11,8 @@ not get in the way.  Where inference left the target's dims unknown (it
 does for ``x.permute(0, 3, 2, 1).reshape(x.size(0), -1)`` with a symbolic
 batch, as in MTCNN), they are worked out from the target's entries: a
 constant, or a dim copied from a shape read as ``x.size(i)``, and the one
-``-1`` as what is left of the input's size.
+``-1`` as what is left of the input's size (a number, or one symbolic dim:
+``[-1, C]`` after a global pool leaves the batch).
 """
 
 from __future__ import annotations
@@ -191,11 +192,23 @@ def _target_from_entries(node: ir.Node, entries: Sequence[Dim], source_shape: Se
         dims.append(entry)
     if -1 in dims:
         total, rest = _product(source_shape), _product([dim for dim in dims if dim != -1])
-        missing = None if total is None or rest is None else _quotient(total, rest)
+        missing = None if total is None or rest is None else _inferred_dim(total, rest)
         if missing is None:
             return None
         dims[dims.index(-1)] = missing
     return dims
+
+
+def _inferred_dim(total: Product, rest: Product) -> Dim:
+    """The one dim ``total / rest``: a number, or a symbolic dim left alone (``[-1, C]`` after a pool with a
+    symbolic batch infers the batch); None when what is left is not one dim."""
+    if rest[0] == 0 or total[0] % rest[0] or rest[1] - total[1]:
+        return None
+    number, symbols = total[0] // rest[0], total[1] - rest[1]
+    if not symbols:
+        return number
+    (symbol, power), *others = symbols.items()
+    return symbol if number == 1 and power == 1 and not others else None
 
 
 def _shape(walk: Walk, node: ir.Node) -> None:
