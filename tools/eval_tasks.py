@@ -146,7 +146,7 @@ def build_mtcnn(net: str, folder: Path) -> Task:
         face_eval.export_net(net, model)
     if _missing(evaluation, calibration):
         face_eval.build_face_data(net, evaluation, calibration)
-    return Task(f"mtcnn_{net}", model, calibration, _evaluator(face_eval.evaluate_face, eval_path=evaluation))
+    return Task(f"mtcnn_{net}", model, calibration, _evaluator(face_eval.evaluate_face, eval_path=evaluation, original_path=model))
 
 
 # --- PP-OCRv5 ------------------------------------------------------------------------------------

@@ -211,13 +211,16 @@ def build_face_data(net: str, eval_path: Path, calibration_path: Path) -> None:
     write_npz(calibration_path, {INPUT_NAME: np.stack([crop_input(crop, size) for crop in calibration_crops()])})
 
 
-def evaluate_face(model: Path, eval_path: Path) -> Metrics:
-    """Face/non-face accuracy at 0.5 on the face probability, and its mean over faces and over backgrounds."""
+def evaluate_face(model: Path, eval_path: Path, original_path: Path) -> Metrics:
+    """Face/non-face accuracy at 0.5 on the face probability, its mean over faces and over backgrounds, and
+    its mean absolute change from the original model's, image by image (how far a cut moved the scores,
+    also where no decision flipped)."""
     data = load_npz(eval_path)
-    face = run_batched(model, data[INPUT_NAME], FACE_OUTPUT, 200)[:, 1]
+    face, original = (run_batched(path, data[INPUT_NAME], FACE_OUTPUT, 200)[:, 1] for path in (model, original_path))
     labels = data["labels"].astype(bool)
     return {
         "accuracy": float(np.mean((face > THRESHOLD) == labels)),
         "mean_face_prob": float(face[labels].mean()),
         "mean_nonface_prob": float(face[~labels].mean()),
+        "mean_abs_delta_prob": float(np.abs(face - original).mean()),
     }
