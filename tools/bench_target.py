@@ -16,13 +16,17 @@ evaluation data.  MACs are counted at the calibration shape.  Writes
 ``benchmarks/target.{md,json}`` and per task ``benchmarks/sensitivity_<task>.png``
 (drift against the share of a group's channels cut) and
 ``benchmarks/tradeoff_<task>.png`` (accuracy against measured speedup, uniform and target).
+``--update`` replaces only the tasks named and keeps the others' results as they were; every
+task's section says which command produced it, when, and at which commit.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -123,8 +127,8 @@ def markdown(records: list[dict[str, Any]], command: str, seconds: float, plots:
     lines = [
         "# Target mode against uniform ratios: accuracy at measured speedup",
         "",
-        f"Produced by `{command}` in {seconds / 60:.1f} min on {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}, onnxprune {onnxprune.__version__}.",
+        f"Last written by `{command}` in {seconds / 60:.1f} min on {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}, onnxprune {onnxprune.__version__}; each task's section names the run that produced it.",
         "",
         "- **uniform**: `channel_ratio=r`, data-driven channel selection and least-squares refit on the task's calibration data.",
         "- **target**: `target_speedup=s`: per-group cuts chosen from the measured sensitivity table (squared drift per "
@@ -139,7 +143,10 @@ def markdown(records: list[dict[str, Any]], command: str, seconds: float, plots:
     ]
     for record in records:
         metric = next(iter(record["baseline"]))
-        lines += [f"## {record['task']}", "", f"Original: {metric} {record['baseline'][metric]:.4f}, {record['original_ms']:.3f} ms.", ""]
+        run = record["run"]
+        took = f", {run['minutes']:.1f} min" if run.get("minutes") is not None else ""
+        lines += [f"## {record['task']}", "", f"Run: `{run['command']}` on {run['date']} (commit {run['commit']}){took}.", ""]
+        lines += [f"Original: {metric} {record['baseline'][metric]:.4f}, {record['original_ms']:.3f} ms.", ""]
         lines += [f"| method | knob | MACs ratio | speedup | {metric} | prune s |", "|---|---|---|---|---|---|"]
         for row in record["rows"]:
             lines.append(
@@ -168,18 +175,31 @@ def main() -> None:
     parser.add_argument("--out", default="target", help="results go to benchmarks/OUT.md and OUT.json")
     parser.add_argument("--no-plots", action="store_true", help="do not (re)draw the per-task PNGs")
     parser.add_argument("--reuse", action="store_true", help="keep models an earlier run pruned (build/target/TASK/rows.json); time and evaluate all again")
+    parser.add_argument("--update", action="store_true", help="keep the results of tasks not named from benchmarks/OUT.json")
     arguments = parser.parse_args()
     start = time.perf_counter()
     RESULTS.mkdir(exist_ok=True)
-    records = []
+    command = ("python tools/bench_target.py " + " ".join(sys.argv[1:])).strip()
+    saved = RESULTS / f"{arguments.out}.json"
+    records = [record for record in json.loads(saved.read_text()) if record["task"] not in arguments.tasks] if arguments.update and saved.is_file() else []
     for name in arguments.tasks:
         knobs = {"uniform": arguments.ratios, "target": arguments.speedups, "target_macs": arguments.macs}
-        records.append(run_task(name, knobs, arguments.jobs, not arguments.no_plots, arguments.reuse))
+        task_start = time.perf_counter()
+        record = run_task(name, knobs, arguments.jobs, not arguments.no_plots, arguments.reuse)
+        record["run"] = {"command": command, "date": datetime.date.today().isoformat(), "commit": _commit(), "minutes": (time.perf_counter() - task_start) / 60}
+        records.append(record)
         partial = WORK / f"{arguments.out}.partial.json"
         partial.write_text(json.dumps(records, indent=1))
-    command = "python tools/bench_target.py " + " ".join(sys.argv[1:])
-    (RESULTS / f"{arguments.out}.json").write_text(json.dumps(records, indent=1))
-    (RESULTS / f"{arguments.out}.md").write_text(markdown(records, command.strip(), time.perf_counter() - start, not arguments.no_plots))
+    records.sort(key=lambda record: TASKS.index(record["task"]))
+    saved.write_text(json.dumps(records, indent=1))
+    (RESULTS / f"{arguments.out}.md").write_text(markdown(records, command, time.perf_counter() - start, not arguments.no_plots))
+
+
+def _commit() -> str:
+    """The checked-out commit, with ``+changes`` when the working tree differs from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    return head + ("+changes" if dirty else "")
 
 
 if __name__ == "__main__":
