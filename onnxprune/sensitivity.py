@@ -212,19 +212,19 @@ def measure_sensitivity(
     if not calibration.held_out:
         raise ValueError("sensitivity is measured on held-out calibration samples: the data has none")
     options = dataclasses.replace(options, ratio=0.0, global_ranking=False, remove_dead=False)
-    cache = _cache_file(model, options, calibration, cache_dir, threads)
+    shapes = calibration.shapes_of_one_sample(model)
+    original = model_cost(model, shapes=shapes)
+    plans = _group_levels(model, options)
+    bypasses = _bypass_plans(model, options, shapes, original.macs, plans)
+    cache = _cache_file(model, options, calibration, cache_dir, threads, {"groups": plans, "bypasses": bypasses})
     if cache is not None and cache.is_file():
         table = SensitivityTable.from_dict(json.loads(cache.read_text()))
         table.cached = True
         return table
-    shapes = calibration.shapes_of_one_sample(model)
     probe_fit = first_samples(calibration.fit, PROBE_FIT_SAMPLES)
     probe = _Probe(irx.to_proto(model).SerializeToString(), options, probe_fit, calibration.held_out, shapes)
     with progress("scoring channels on the calibration data", quiet=quiet), silenced():
         probe.scores = channel_scores(model, options, calibration.fit)
-    original = model_cost(model, shapes=shapes)
-    plans = _group_levels(model, options)
-    bypasses = _bypass_plans(model, options, shapes, original.macs, plans)
     tasks = [(CHANNELS, name, (channels - keep) / channels) for name, _, channels, keeps in plans for keep in keeps]
     tasks += [(BYPASS, name, 0.0) for name, *_ in bypasses]
     label = f"probing {len(plans)} channel group(s) at {len(tasks) - len(bypasses)} cut level(s) and {len(bypasses)} bypass(es)"
@@ -393,8 +393,11 @@ def default_cache_dir() -> Path:
 
 
 def _cache_file(
-    model: ir.Model, options: ChannelOptions, calibration: CalibrationData, cache_dir: str | os.PathLike | None, threads: int
+    model: ir.Model, options: ChannelOptions, calibration: CalibrationData, cache_dir: str | os.PathLike | None, threads: int, probes: Mapping[str, Any]
 ) -> Path | None:
+    """Where the table for these inputs is cached.  ``probes`` (the groups, their levels and the bypasses to
+    probe) is part of the key: a table measured before a change in how channel groups are found would
+    lack groups that can now be cut, and is not reused."""
     if cache_dir is None:
         return None
     digest = hashlib.sha256()
@@ -415,6 +418,7 @@ def _cache_file(
         "importance": options.importance,
         "reconstruct": options.reconstruct,
         "threads": threads,
+        "probes": probes,
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return Path(cache_dir) / f"sensitivity-{digest.hexdigest()[:24]}.json"

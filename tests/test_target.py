@@ -68,13 +68,26 @@ def test_sensitivity_is_cached_and_the_cache_is_keyed_by_the_options(cache: str,
     assert again.to_dict() == table.to_dict()
     with np.load(CALIBRATION) as arrays:
         fewer = load_calibration({name: arrays[name][:128] for name in arrays.files}, model)
+    probes = {"groups": [], "bypasses": []}
     keys = {
-        sensitivity._cache_file(model, OPTIONS, calibration, cache, 1),
-        sensitivity._cache_file(model, dataclasses.replace(OPTIONS, min_channels=2), calibration, cache, 1),
-        sensitivity._cache_file(model, OPTIONS, fewer, cache, 1),
-        sensitivity._cache_file(model, OPTIONS, calibration, cache, 2),
+        sensitivity._cache_file(model, OPTIONS, calibration, cache, 1, probes),
+        sensitivity._cache_file(model, dataclasses.replace(OPTIONS, min_channels=2), calibration, cache, 1, probes),
+        sensitivity._cache_file(model, OPTIONS, fewer, cache, 1, probes),
+        sensitivity._cache_file(model, OPTIONS, calibration, cache, 2, probes),
     }
     assert len(keys) == 4
+
+
+def test_a_cached_table_is_not_reused_when_the_groups_to_probe_differ(cache: str, table: SensitivityTable, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same model, data and options, but channel discovery finds other groups (as after a change in how a
+    Reshape is followed): the cached table lacks a group that can now be cut, so it is measured again."""
+    model = onnxprune.load(MODEL)
+    calibration = load_calibration(str(CALIBRATION), model)
+    every_group = sensitivity._group_levels
+    monkeypatch.setattr(sensitivity, "_group_levels", lambda *arguments: every_group(*arguments)[:-1])
+    fewer_groups = measure_sensitivity(model, OPTIONS, calibration, cache_dir=cache, quiet=True)
+    assert not fewer_groups.cached
+    assert [group.name for group in fewer_groups.groups] == [group.name for group in table.groups[:-1]]
 
 
 def test_sensitivity_in_worker_processes_matches_in_process(table: SensitivityTable) -> None:
