@@ -196,9 +196,10 @@ def main() -> None:
 
 
 def _commit() -> str:
-    """The checked-out commit, with ``+changes`` when the working tree differs from it."""
+    """The checked-out commit, with ``+changes`` when the package or the tools differ from it (results and docs may)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    status = ["git", "status", "--porcelain", "--untracked-files=no", "--", "onnxprune", "tools"]
+    dirty = subprocess.run(status, cwd=REPO, capture_output=True, text=True).stdout.strip()
     return head + ("+changes" if dirty else "")
 
 
