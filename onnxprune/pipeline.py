@@ -128,7 +128,7 @@ def prune(model: ModelLike, config: PruneConfig | None = None, /, quiet: bool = 
         config, target = _aim_at_target(candidate, config, calibration, cost_shapes, quiet)
     # Each pass says what it did and whether it kept the function exact; only those answers count here.
     with silenced(quiet):
-        results = [pruning_pass(candidate) for pruning_pass in _passes(config, calibration)]
+        results = [pruning_pass(candidate) for pruning_pass in _passes(config, calibration, cost_shapes)]
     steps.extend(result.report.to_dict() for result in results)
     lossy = any(not result.exact for result in results)
     finalize(candidate)
@@ -380,15 +380,15 @@ def _calibration_record(calibration: CalibrationData | None) -> dict[str, Any] |
     }
 
 
-def _passes(config: PruneConfig, calibration: CalibrationData | None) -> list[PruningPass]:
-    """The passes the config asks for, in the pipeline's fixed order; lossy ones tune on the calibration fit part."""
+def _passes(config: PruneConfig, calibration: CalibrationData | None, shapes: dict[str, tuple[int, ...]]) -> list[PruningPass]:
+    """The passes the config asks for, in the pipeline's fixed order; lossy ones tune on the calibration fit part and count MACs at ``shapes``."""
     passes: list[PruningPass] = []
     fit = calibration.fit if calibration is not None else None
     layers = config.options(LayerOptions)
     if layers.selects_anything:
-        passes.append(LayerBypassPass(layers, calibration=fit, refit=config.reconstruct))
+        passes.append(LayerBypassPass(layers, calibration=fit, refit=config.reconstruct, shapes=shapes))
     if config.channel_ratio is not None or config.channel_override:
-        passes.append(ChannelPruningPass(config.options(ChannelOptions), calibration=fit))
+        passes.append(ChannelPruningPass(config.options(ChannelOptions), calibration=fit, shapes=shapes))
     weights_requested = _prunes_weights(config)
     if weights_requested:
         passes.append(WeightPruningPass(config.options(WeightOptions)))

@@ -335,3 +335,28 @@ def test_timing_inputs_must_be_the_graphs_inputs_in_its_dtypes() -> None:
         onnxprune.benchmark([model], runs=1, feeds={"x": np.zeros((1, 1, 8, 8), np.float32)})
     with pytest.raises(InputError, match=r"^timing input 'input' is float64 \[1, 1, 8, 8\], the graph takes float32 \[1, 1, 8, 8\]$"):
         onnxprune.benchmark([model], runs=1, feeds={"input": np.zeros((1, 1, 8, 8))})
+
+
+def test_the_passes_count_macs_at_the_calibration_shape_when_height_and_width_are_symbolic() -> None:
+    """The layer and channel passes report MACs (and the layer pass sizes bypass savings) at the shape the run
+    counts at: without it, every conv of a model with symbolic H and W counts nothing."""
+    import numpy as np
+
+    import onnxprune
+    from tests.test_channels import Net
+
+    net = Net(shape=("N", 3, "H", "W"))
+    stem = net.relu(net.conv(net.input, 3, 8))
+    merged = net.op("Add", [stem, net.conv(net.relu(net.conv(stem, 8, 8)), 8, 8)])
+    model = net.model(net.gemm(net.op("Flatten", [net.op("GlobalAveragePool", [net.relu(merged)])]), 8, 4))
+    calibration = {"x": np.random.default_rng(0).standard_normal((16, 3, 12, 12)).astype(np.float32)}
+    options = {"bypass": (merged.removesuffix("_out"),), "channel_ratio": 0.5, "round_to": 1, "simplify": False, "bench": False, "quiet": True}
+
+    report = onnxprune.prune(model, calibration=calibration, **options).report
+
+    summaries = {step["name"]: step["summary"] for step in report["passes"]}
+    assert report["original"]["macs"] == (8 * 3 * 9 + 2 * 8 * 8 * 9) * 12 * 12 + 8 * 4
+    # The branch's shape cannot be proven with symbolic H and W, so nothing is bypassed; the count is still whole.
+    assert summaries["layers"]["macs_before"] == summaries["layers"]["macs_after"] == report["original"]["macs"]
+    assert summaries["channels"]["macs_before"] == report["original"]["macs"]
+    assert summaries["channels"]["macs_after"] == report["pruned"]["macs"] < report["original"]["macs"]

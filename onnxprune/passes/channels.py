@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -149,18 +149,29 @@ class ChannelPruningPass(PruningPass):
         calibration: Sequence[Feeds] | None = None,
         scores: np.ndarray | None = None,
         quick_refit: bool = False,
+        shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
-        """``scores``: precomputed (see :func:`channel_scores`); ``quick_refit``: refit only the layers whose weights the plan edits (an estimate)."""
+        """``scores``: precomputed (see :func:`channel_scores`); ``quick_refit``: refit only the layers whose weights the plan edits (an estimate);
+        ``shapes``: input shapes the report's MACs are counted at (a model with symbolic H and W counts few MACs without them)."""
         super().__init__()
         self.options = options or ChannelOptions()
         self.calibration = calibration
         self.scores = scores
         self.quick_refit = quick_refit
+        self.shapes = shapes
 
     def call(self, model: ir.Model) -> ChannelResult:
         refit = self.options.reconstruct
         return _prune_channels(
-            model, self.options, self.name, always_exact=False, calibration=self.calibration, refit=refit, scores=self.scores, quick_refit=self.quick_refit
+            model,
+            self.options,
+            self.name,
+            always_exact=False,
+            calibration=self.calibration,
+            refit=refit,
+            scores=self.scores,
+            quick_refit=self.quick_refit,
+            shapes=self.shapes,
         )
 
 
@@ -191,8 +202,9 @@ def _prune_channels(
     refit: bool = False,
     scores: np.ndarray | None = None,
     quick_refit: bool = False,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> ChannelResult:
-    """Plan, check on a copy, apply, then (``refit``) refit on the ``calibration`` batches.
+    """Plan, check on a copy, apply, then (``refit``) refit on the ``calibration`` batches; MACs are counted at ``shapes``.
 
     A plan that fails validation leaves ``model`` alone and says why.
     """
@@ -200,7 +212,7 @@ def _prune_channels(
     try:
         plan = plan_channel_pruning(model, options, calibration, scores)
         irx.evict_model_pages(model)
-        before = model_cost(model) if plan.changes_anything else None
+        before = model_cost(model, shapes=shapes) if plan.changes_anything else None
         original = model.clone() if refit and calibration and plan.changes_anything else None
         original_node = {} if original is None else dict(zip(model.graph, original.graph))
         if plan.changes_anything:
@@ -211,7 +223,7 @@ def _prune_channels(
     refit_report = None
     if original is not None and calibration:
         refit_report = refit_changed_layers(original, model, original_node, plan.edited_nodes(), calibration, plan.kept_outputs(), edited_only=quick_refit)
-    fill_report(report, plan, options, None if before is None else (before, model_cost(model)))
+    fill_report(report, plan, options, None if before is None else (before, model_cost(model, shapes=shapes)))
     if refit_report is not None:
         refit_report.add_to(report)
     modified = plan.changes_anything

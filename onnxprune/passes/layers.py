@@ -38,7 +38,7 @@ that bypass, its drift, the MACs it saves and its score.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -101,12 +101,20 @@ class LayerBypassPass(PruningPass):
 
     name = "layers"
 
-    def __init__(self, options: LayerOptions | None = None, calibration: Sequence[Feeds] | None = None, refit: bool = True) -> None:
-        """``calibration``: batches of real inputs that rank candidates and, with ``refit``, refit the layers after a bypass."""
+    def __init__(
+        self,
+        options: LayerOptions | None = None,
+        calibration: Sequence[Feeds] | None = None,
+        refit: bool = True,
+        shapes: Mapping[str, Sequence[int]] | None = None,
+    ) -> None:
+        """``calibration``: batches of real inputs that rank candidates and, with ``refit``, refit the layers after a bypass;
+        ``shapes``: input shapes MACs are counted at (for the savings floor and the report), else ``options.input_shapes``."""
         super().__init__()
         self.options = options or LayerOptions()
         self.calibration = list(calibration) if calibration else None
         self.refit = refit
+        self.shapes = shapes if shapes is not None else dict(self.options.input_shapes)
 
     def call(self, model: ir.Model) -> PruningResult:
         report = PassReport(self.name)
@@ -115,7 +123,7 @@ class LayerBypassPass(PruningPass):
             return PruningResult(model, False, report, exact=True)
         original = model.clone() if self.refit and self.calibration else None
         original_node = {} if original is None else dict(zip(model.graph, original.graph))
-        run = _Run(model, report)
+        run = _Run(model, report, self.shapes)
         if self.options.bypass:
             self._bypass_by_name(run)
         else:
@@ -123,7 +131,7 @@ class LayerBypassPass(PruningPass):
         if original is not None and self.calibration and report.changes:
             refit = refit_changed_layers(original, model, original_node, set(), self.calibration, rewired=run.rewired)
             refit.add_to(report)
-            run.cost = model_cost(model)
+            run.cost = model_cost(model, shapes=self.shapes)
         report.summary.update(
             bypassed=len(report.changes),
             macs_before=run.original_cost.macs,
@@ -178,7 +186,7 @@ class LayerBypassPass(PruningPass):
         model, report = run.model, run.report
         feeds, warnings = (self.calibration, []) if self.calibration else _calibration_feeds(model, self.options)
         meter = DriftMeter(model, feeds)
-        savings = _Savings(model, run.original_cost.macs)
+        savings = _Savings(model, run.original_cost.macs, self.shapes)
         scoreboard = _Scoreboard(model, meter, savings)
         limit = self.options.auto if self.options.auto is not None else math.inf
         max_drift = self.options.max_drift if self.options.max_drift is not None else math.inf
@@ -340,9 +348,9 @@ class _Savings:
     not counted.
     """
 
-    def __init__(self, model: ir.Model, total: int) -> None:
+    def __init__(self, model: ir.Model, total: int, shapes: Mapping[str, Sequence[int]] | None = None) -> None:
         self.total = total
-        self._macs = macs_by_node(model)
+        self._macs = macs_by_node(model, shapes)
 
     def of(self, candidate: Candidate) -> int:
         """MACs of the nodes the candidate's bypass removes."""
@@ -377,11 +385,12 @@ class _Run:
     model right after the previous one: one cost measurement per bypass.
     """
 
-    def __init__(self, model: ir.Model, report: PassReport) -> None:
+    def __init__(self, model: ir.Model, report: PassReport, input_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
         self.model = model
         self.report = report
         self.shapes = ShapeFacts.infer(model)
-        self.original_cost = self.cost = model_cost(model)
+        self.input_shapes = input_shapes
+        self.original_cost = self.cost = model_cost(model, shapes=input_shapes)
         self.rewired: set[ir.Node] = set()
         """Nodes that read a bypassed block's output and now read its source."""
 
@@ -394,7 +403,7 @@ class _Run:
         change: dict[str, Any] = candidate.describe()
         self.rewired.update(usage.node for usage in candidate.output.uses())
         change.update(apply_bypass(self.model.graph, candidate))
-        after = model_cost(self.model)
+        after = model_cost(self.model, shapes=self.input_shapes)
         change["macs_saved"] = self.cost.macs - after.macs
         change["params_saved"] = self.cost.params - after.params
         self.cost = after
