@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +54,7 @@ from onnx_ir.passes import common as common_passes
 
 from onnxprune.allocation import Allocation, Resource, allocation_path
 from onnxprune.analysis.cost import model_cost
-from onnxprune.analysis.layer_candidates import RESIDUAL, find_bypass_candidates
+from onnxprune.analysis.layer_candidates import RESIDUAL, bypass_shape_facts, find_bypass_candidates
 from onnxprune.bench import benchmark
 from onnxprune.options import ChannelOptions, TargetOptions, TimingOptions
 from onnxprune.passes.channel_selection import rounded_keep
@@ -319,9 +319,14 @@ def _grid(group: GroupSensitivity, options: ChannelOptions) -> list[int]:
 
 
 def architecture(
-    model: ir.Model, channel_options: ChannelOptions, allocation: Allocation, scores: np.ndarray | None = None, fit: list[Feeds] | None = None
+    model: ir.Model,
+    channel_options: ChannelOptions,
+    allocation: Allocation,
+    scores: np.ndarray | None = None,
+    fit: list[Feeds] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> ir.Model:
-    """A copy of ``model`` cut as ``allocation`` says, for costs and timing only.
+    """A copy of ``model`` cut as ``allocation`` says, for costs and timing only (bypasses found as at ``shapes``).
 
     Channels are chosen by ``scores``, else by L1 (``scores`` belong to
     ``model`` as it is; with bypasses the graph changes and L1 chooses); with
@@ -337,16 +342,16 @@ def architecture(
         overrides=channel_options.overrides + allocation.overrides(),
     )
     cut = model.clone()
-    _bypass(cut, sorted(allocation.bypasses.values(), key=lambda bypass: (bypass.kind != RESIDUAL, bypass.name)))
+    _bypass(cut, sorted(allocation.bypasses.values(), key=lambda bypass: (bypass.kind != RESIDUAL, bypass.name)), shapes)
     cut = ChannelPruningPass(options, calibration=fit, scores=None if allocation.bypasses else scores, quick_refit=True)(cut).model
     common_passes.RemoveUnusedNodesPass()(cut)
     return cut
 
 
-def _bypass(model: ir.Model, chosen: list[BypassSensitivity]) -> None:
+def _bypass(model: ir.Model, chosen: list[BypassSensitivity], shapes: Mapping[str, Sequence[int]] | None) -> None:
     """Bypass ``chosen`` in this order, as the layer pass does by name: each found anew on the graph its predecessors left."""
     for bypass in chosen:
-        candidate = next((found for found in find_bypass_candidates(model)[0] if found.name == bypass.name), None)
+        candidate = next((found for found in find_bypass_candidates(model, bypass_shape_facts(model, shapes))[0] if found.name == bypass.name), None)
         if candidate is not None:
             apply_bypass(model.graph, candidate)
 
@@ -366,7 +371,7 @@ def _measure(
         one_run_ms = benchmark([model], runs=5, warmup=timing.warmup, threads=timing.threads, shapes=shapes, quiet=True, feeds=timing_feeds)[0].median_ms
         runs = max(timing.runs, min(MAX_SEARCH_RUNS, math.ceil(SEARCH_SECONDS_PER_MODEL * 1000 / max(one_run_ms, 1e-3))))
         return lambda allocation: benchmark(
-            [model, architecture(model, channel_options, allocation, scores, fit)],
+            [model, architecture(model, channel_options, allocation, scores, fit, shapes)],
             runs=runs,
             warmup=timing.warmup,
             threads=timing.threads,
@@ -375,5 +380,5 @@ def _measure(
             feeds=timing_feeds,
         )[1].speedup
     if kind == "params":
-        return lambda allocation: model_cost(architecture(model, channel_options, allocation)).params / table.params
-    return lambda allocation: model_cost(architecture(model, channel_options, allocation), shapes=shapes).macs / table.macs
+        return lambda allocation: model_cost(architecture(model, channel_options, allocation, shapes=shapes)).params / table.params
+    return lambda allocation: model_cost(architecture(model, channel_options, allocation, shapes=shapes), shapes=shapes).macs / table.macs

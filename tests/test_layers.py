@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 from onnxprune import ir as irx
 from onnxprune import runtime
-from onnxprune.analysis.layer_candidates import find_bypass_candidates
+from onnxprune.analysis.layer_candidates import bypass_shape_facts, find_bypass_candidates
 from onnxprune.errors import InputError
 from onnxprune.options import LayerOptions
 from onnxprune.passes import layers
@@ -754,3 +754,46 @@ def test_every_sample_model_stays_valid_and_runnable_after_auto_bypass(model_pat
     feeds = runtime.random_inputs(specs, 7)
     for got, want in zip(run_onnx(pruned, feeds), run_onnx(original, feeds), strict=True):
         assert got.shape == want.shape and got.dtype == want.dtype and np.all(np.isfinite(got))
+
+
+def _symbolic_resolution_residuals() -> tuple[onnx.ModelProto, str, str]:
+    """Two residual blocks on an input with symbolic H and W: a conv branch, and a branch that resizes to a fixed 12x12.
+
+    Returns the model and the names of the two merges.
+    """
+    from tests.test_channels import Net
+
+    net = Net(shape=("N", 3, "H", "W"))
+    stem = net.relu(net.conv(net.input, 3, 8))
+    conv_merge = net.op("Add", [stem, net.conv(net.relu(net.conv(stem, 8, 8)), 8, 8)])
+    empty = net.const("roi", np.zeros(0, np.float32))
+    sizes = net.const("sizes", np.array([1, 8, 12, 12], np.int64))
+    fixed = net.op("Resize", [net.conv(conv_merge, 8, 8), empty, empty, sizes], mode="nearest")
+    resize_merge = net.op("Add", [conv_merge, fixed])
+    model = net.model(net.gemm(net.op("Flatten", [net.op("GlobalAveragePool", [resize_merge])]), 8, 4))
+    return model, conv_merge.removesuffix("_out"), resize_merge.removesuffix("_out")
+
+
+def test_residuals_with_symbolic_height_and_width_are_proven_at_the_run_shape_and_at_twice_it() -> None:
+    """Inference gives each conv output fresh symbolic dims, so nothing is provable as declared; at the run's
+    12x12 both branches keep the block's shape, but the fixed-size Resize does not at 24x24 and stays."""
+    model, conv_merge, resize_merge = _symbolic_resolution_residuals()
+    ir_model = irx.from_proto(model)
+
+    declared, declined = find_bypass_candidates(ir_model, bypass_shape_facts(ir_model))
+    assert not [found for found in declared if found.kind == "residual"]
+    assert {decline.target for decline in declined if decline.reason.startswith("shape unknown")} >= {conv_merge, resize_merge}
+
+    found, declined = find_bypass_candidates(ir_model, bypass_shape_facts(ir_model, {"x": (1, 3, 12, 12)}))
+    assert [candidate.name for candidate in found if candidate.kind == "residual"] == [conv_merge]
+    assert any(decline.target == resize_merge and "free input dims doubled" in decline.reason for decline in declined)
+
+
+def test_the_layer_pass_bypasses_a_residual_of_a_symbolic_resolution_model_at_the_calibration_shape() -> None:
+    model, conv_merge, _ = _symbolic_resolution_residuals()
+    calibration = [{"x": np.random.default_rng(seed).standard_normal((4, 3, 12, 12)).astype(np.float32)} for seed in range(2)]
+    options = LayerOptions(bypass=(conv_merge,))
+    pruned = LayerBypassPass(options, calibration=calibration, shapes={"x": (1, 3, 12, 12)})(irx.from_proto(model))
+    assert [change["name"] for change in pruned.report.changes] == [conv_merge]
+    feeds = {"x": np.random.default_rng(5).standard_normal((2, 3, 12, 12)).astype(np.float32)}
+    assert run_onnx(irx.to_proto(pruned.model), feeds)[0].shape == (2, 4)

@@ -24,7 +24,7 @@ import onnx_ir as ir
 
 from onnxprune import ir as irx
 from onnxprune import runtime
-from onnxprune.analysis.shapes import infer_all_shapes
+from onnxprune.analysis.shapes import fix_input_shapes, infer_all_shapes
 from onnxprune.analysis.weight_ops import static_dims, weight_op
 from onnxprune.errors import InputError
 from onnxprune.model_source import ModelLike, read_model
@@ -124,7 +124,7 @@ def _shaped(model: ir.Model, shapes: Mapping[str, Sequence[int]] | None) -> ir.M
     """A clone with fixed input dims (``shapes``, then batch 1) and inferred shapes; ``model`` is not touched."""
     shaped = model.clone()
     if shapes:
-        _fix_input_shapes(shaped, shapes)
+        fix_input_shapes(shaped, shapes)
     _fix_symbolic_batch(shaped)
     infer_all_shapes(shaped)
     _measure_missing_shapes(shaped)
@@ -165,16 +165,6 @@ def _measure_missing_shapes(model: ir.Model) -> None:
     for name, value in missing.items():
         if name in measured:
             value.shape = ir.Shape(list(np.shape(measured[name])))
-
-
-def _fix_input_shapes(model: ir.Model, shapes: Mapping[str, Sequence[int]]) -> None:
-    for value in model.graph.inputs:
-        if value.name is not None and value.name in shapes:
-            value.shape = ir.Shape(list(shapes[value.name]))
-    for node in irx.iter_nodes(model):
-        for output in node.outputs:
-            if not output.is_graph_output():
-                output.shape = None
 
 
 def _fix_symbolic_batch(model: ir.Model) -> None:

@@ -18,11 +18,19 @@ Everything else the walk meets is declined with a reason a user can act on
 (a shape change, a downsample shortcut, a branch value used elsewhere, a
 graph output whose name could not be kept, a node inside a subgraph, a shape
 that could not be inferred, a quantized op or weight the bypass would remove).
+
+Shapes come from onnx inference, which gives every conv output of a model with
+symbolic H and W (a Paddle export) fresh symbolic dims, so no shape there can
+be compared with another.  Where the run fixes those dims (calibration data,
+``--input-shape``), shapes are inferred at the run's input shape and again with
+every free dim but the batch doubled (:func:`bypass_shape_facts`), and a
+candidate must keep its shape at both: one that does so only at one size (a
+Resize to fixed sizes, a stride that happens to divide out) is declined.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import onnx_ir as ir
@@ -167,16 +175,50 @@ def matches_node(node: ir.Node, pattern: str) -> bool:
     return any(irx.matching_pattern(name, (pattern,)) for name in names)
 
 
-def find_bypass_candidates(model: ir.Model, shapes: ShapeFacts | None = None) -> tuple[list[Candidate], list[Declined]]:
+def bypass_shape_facts(model: ir.Model, input_shapes: Mapping[str, Sequence[int]] | None = None) -> list[ShapeFacts]:
+    """The shapes a bypass must keep under: as declared, or, when ``input_shapes`` fixes inputs' free dims
+    other than the batch, at those shapes and at those shapes with the free dims doubled (see module doc)."""
+    doubled = _with_free_dims_doubled(model, input_shapes or {})
+    if doubled is None:
+        return [ShapeFacts.infer(model)]
+    return [ShapeFacts.infer(model, input_shapes), ShapeFacts.infer(model, doubled)]
+
+
+def _with_free_dims_doubled(model: ir.Model, input_shapes: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]] | None:
+    """``input_shapes`` with each dim the model declares free (symbolic or -1), the first axis apart, doubled; None when there is none."""
+    doubled: dict[str, tuple[int, ...]] = {}
+    for value in model.graph.inputs:
+        asked = input_shapes.get(value.name or "")
+        if asked is None or value.shape is None or len(value.shape) != len(asked):
+            continue
+        free = [axis > 0 and not (isinstance(dim, int) and dim >= 0) for axis, dim in enumerate(value.shape)]
+        if any(free):
+            doubled[value.name or ""] = tuple(2 * size if grows else size for size, grows in zip(asked, free))
+    return {**{name: tuple(shape) for name, shape in input_shapes.items()}, **doubled} if doubled else None
+
+
+def find_bypass_candidates(model: ir.Model, shapes: ShapeFacts | Sequence[ShapeFacts] | None = None) -> tuple[list[Candidate], list[Declined]]:
     """Every bypassable layer and residual block of the main graph, and every decline with its reason.
 
     ``shapes`` defaults to inference on a copy (the model itself is not
-    touched).  A bypass keeps every remaining value's shape, so a pass that
-    bypasses one candidate after another may keep passing the facts it
-    inferred first.  The candidates hold references into ``model`` itself.
+    touched); several facts (:func:`bypass_shape_facts`) must all agree that
+    a candidate keeps its shape.  A bypass keeps every remaining value's
+    shape, so a pass that bypasses one candidate after another may keep
+    passing the facts it inferred first.  The candidates hold references into
+    ``model`` itself.
     """
-    if shapes is None:
-        shapes = ShapeFacts.infer(model)
+    facts = [ShapeFacts.infer(model)] if shapes is None else [shapes] if isinstance(shapes, ShapeFacts) else list(shapes)
+    candidates, declined = _candidates_under(model, facts[0])
+    for other in facts[1:]:
+        kept = {(candidate.kind, candidate.anchor) for candidate in _candidates_under(model, other)[0]}
+        reason = "keeps its input's shape at the run's input shape but not with the free input dims doubled"
+        declined += [Declined(found.name, reason, found.anchor, found.kind) for found in candidates if (found.kind, found.anchor) not in kept]
+        candidates = [found for found in candidates if (found.kind, found.anchor) in kept]
+    return candidates, declined
+
+
+def _candidates_under(model: ir.Model, shapes: ShapeFacts) -> tuple[list[Candidate], list[Declined]]:
+    """The candidates and declines under one set of shape facts."""
     graph = model.graph
     position = {node: index for index, node in enumerate(graph)}
     candidates: list[Candidate] = []

@@ -12,6 +12,7 @@ declarations are the model's interface, so they are kept as declared.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import onnx_ir as ir
@@ -23,6 +24,17 @@ ShapeTuple = tuple[Dim, ...]
 
 Declaration = tuple[ir.TypeProtocol | None, ir.Shape | None]
 """A graph input's or output's declared type and shape."""
+
+
+def fix_input_shapes(model: ir.Model, input_shapes: Mapping[str, Sequence[int]]) -> None:
+    """Give the named inputs these dims and forget every intermediate shape, so that inference derives them anew."""
+    for value in model.graph.inputs:
+        if value.name is not None and value.name in input_shapes:
+            value.shape = ir.Shape(list(input_shapes[value.name]))
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        for output in node.outputs:
+            if not output.is_graph_output():
+                output.shape = None
 
 
 def infer_shapes(model: ir.Model) -> None:
@@ -61,9 +73,11 @@ class ShapeFacts:
     dtypes: dict[str, ir.DataType]
 
     @classmethod
-    def infer(cls, model: ir.Model) -> ShapeFacts:
-        """Infer on a clone: ``model`` itself is never touched."""
+    def infer(cls, model: ir.Model, input_shapes: Mapping[str, Sequence[int]] | None = None) -> ShapeFacts:
+        """Infer on a clone: ``model`` itself is never touched; ``input_shapes`` fixes the named inputs' dims first."""
         shaped = model.clone()
+        if input_shapes:
+            fix_input_shapes(shaped, input_shapes)
         infer_all_shapes(shaped)
         shapes: dict[str, ir.Shape] = {}
         dtypes: dict[str, ir.DataType] = {}

@@ -52,11 +52,11 @@ from onnxprune.analysis.layer_candidates import (
     Candidate,
     Declined,
     bypass_name,
+    bypass_shape_facts,
     find_bypass_candidates,
     matches_node,
     names_of,
 )
-from onnxprune.analysis.shapes import ShapeFacts
 from onnxprune.errors import InputError
 from onnxprune.options import LayerOptions
 from onnxprune.passes.base import PassReport, PruningPass, PruningResult
@@ -388,7 +388,7 @@ class _Run:
     def __init__(self, model: ir.Model, report: PassReport, input_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
         self.model = model
         self.report = report
-        self.shapes = ShapeFacts.infer(model)
+        self.shapes = bypass_shape_facts(model, input_shapes)
         self.input_shapes = input_shapes
         self.original_cost = self.cost = model_cost(model, shapes=input_shapes)
         self.rewired: set[ir.Node] = set()
