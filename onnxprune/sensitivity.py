@@ -62,7 +62,7 @@ from onnxprune import ir as irx
 from onnxprune import runtime
 from onnxprune.analysis.cost import layer_macs, macs_by_node, model_cost
 from onnxprune.analysis.dependency_walk import discover_channel_groups
-from onnxprune.analysis.layer_candidates import bypass_name, bypass_shape_facts, find_bypass_candidates
+from onnxprune.analysis.layer_candidates import bypass_name, find_bypass_candidates
 from onnxprune.analysis.weight_ops import weight_op
 from onnxprune.calibration import CalibrationData
 from onnxprune.executor import Executor, InProcess
@@ -294,7 +294,7 @@ def _bypass_plans(
     sources = {name: set(layers) for name, layers, _, _ in plans}
     macs = macs_by_node(model, shapes)
     rows = []
-    for candidate in find_bypass_candidates(model, bypass_shape_facts(model, shapes))[0]:
+    for candidate in find_bypass_candidates(model, input_shapes=shapes)[0]:
         removed = {node.name for node in candidate.nodes if node.name}
         if sum(macs.get(node, 0) for node in candidate.nodes) < MIN_MACS_SHARE * total_macs:
             continue
@@ -375,7 +375,7 @@ class _Probe:
     def _bypassed(self, name: str) -> ir.Model:
         """A copy with candidate ``name`` bypassed and, with ``reconstruct``, the first layers after it refit."""
         model = self._model.clone()
-        candidate = next(found for found in find_bypass_candidates(model, bypass_shape_facts(model, self.shapes))[0] if found.name == name)
+        candidate = next(found for found in find_bypass_candidates(model, input_shapes=self.shapes)[0] if found.name == name)
         original_node = dict(zip(model.graph, self._model.graph))
         rewired = {use.node for use in candidate.output.uses()}
         apply_bypass(model.graph, candidate)

@@ -197,17 +197,19 @@ def _with_free_dims_doubled(model: ir.Model, input_shapes: Mapping[str, Sequence
     return {**{name: tuple(shape) for name, shape in input_shapes.items()}, **doubled} if doubled else None
 
 
-def find_bypass_candidates(model: ir.Model, shapes: ShapeFacts | Sequence[ShapeFacts] | None = None) -> tuple[list[Candidate], list[Declined]]:
+def find_bypass_candidates(
+    model: ir.Model, shapes: ShapeFacts | Sequence[ShapeFacts] | None = None, input_shapes: Mapping[str, Sequence[int]] | None = None
+) -> tuple[list[Candidate], list[Declined]]:
     """Every bypassable layer and residual block of the main graph, and every decline with its reason.
 
-    ``shapes`` defaults to inference on a copy (the model itself is not
-    touched); several facts (:func:`bypass_shape_facts`) must all agree that
-    a candidate keeps its shape.  A bypass keeps every remaining value's
+    ``shapes`` defaults to inference on a copy at ``input_shapes``
+    (:func:`bypass_shape_facts`; the model itself is not touched); several
+    facts must all agree that a candidate keeps its shape.  A bypass keeps every remaining value's
     shape, so a pass that bypasses one candidate after another may keep
     passing the facts it inferred first.  The candidates hold references into
     ``model`` itself.
     """
-    facts = [ShapeFacts.infer(model)] if shapes is None else [shapes] if isinstance(shapes, ShapeFacts) else list(shapes)
+    facts = bypass_shape_facts(model, input_shapes) if shapes is None else [shapes] if isinstance(shapes, ShapeFacts) else list(shapes)
     candidates, declined = _candidates_under(model, facts[0])
     for other in facts[1:]:
         kept = {(candidate.kind, candidate.anchor) for candidate in _candidates_under(model, other)[0]}

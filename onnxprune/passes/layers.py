@@ -388,7 +388,7 @@ class _Run:
     def __init__(self, model: ir.Model, report: PassReport, input_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
         self.model = model
         self.report = report
-        self.shapes = bypass_shape_facts(model, input_shapes)
+        self.shape_facts = bypass_shape_facts(model, input_shapes)
         self.input_shapes = input_shapes
         self.original_cost = self.cost = model_cost(model, shapes=input_shapes)
         self.rewired: set[ir.Node] = set()
@@ -396,7 +396,7 @@ class _Run:
 
     def candidates(self) -> tuple[list[Candidate], list[Declined]]:
         """Bypass candidates of the model as it is now."""
-        return find_bypass_candidates(self.model, self.shapes)
+        return find_bypass_candidates(self.model, self.shape_facts)
 
     def apply(self, candidate: Candidate) -> dict[str, Any]:
         """Bypass one candidate and record what it removed and saved; the change is returned for more facts."""

@@ -49,9 +49,8 @@ def _product(dims: Sequence[Dim]) -> Product | None:
 
 def _quotient(large: Product, small: Product) -> int | None:
     """``large / small`` when it is a plain integer (the same symbols on both sides)."""
-    if small[0] == 0 or large[0] % small[0] or large[1] != small[1]:
-        return None
-    return large[0] // small[0]
+    dim = _inferred_dim(large, small)
+    return dim if isinstance(dim, int) else None
 
 
 def _expand(walk: Walk, node: ir.Node, tracked: Tracked, outer: int, inner: int, axis: int, rank: int) -> None:
