@@ -41,11 +41,15 @@ a child could import a file half-written.
 Pruned models go to ``build/accuracy/<task>/``; the results to
 ``benchmarks/accuracy.md`` and ``benchmarks/accuracy.json``, rewritten after
 each task so that a long run interrupted part-way keeps what it finished.
+``--update`` reruns only the tasks named and keeps the others' results from
+``accuracy.json``; every task says which command, date and onnxprune
+produced it.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import importlib.metadata
 import json
@@ -592,10 +596,12 @@ def markdown(command: str, env: dict[str, Any], records: Sequence[dict[str, Any]
     targets = settings.targets
     round_to = f"`round_to={settings.round_to}`" if settings.round_to is not None else "the default `round_to=16`"
     versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items())
+    kept = [record["task"] for record in records if record.get("run", {}).get("command") != command]
+    earlier = f" Kept from earlier runs: {', '.join(kept)} (each task names its run)." if kept else ""
     out = [
         "# Accuracy at equal MACs: onnxprune vs onnxsim structured Wanda",
         "",
-        f"Produced by `{command}` in {seconds / 60:.1f} min on {env['cores']} CPU cores ({env['cpu']}), Python {env['python']}; {versions}.",
+        f"Produced by `{command}` in {seconds / 60:.1f} min on {env['cores']} CPU cores ({env['cpu']}), Python {env['python']}; {versions}.{earlier}",
         f"onnxprune: {source_line(env['onnxprune_source'])}.",
         "Pruned models and evaluation data are regenerated under `build/` (git-ignored); `accuracy.json` beside this file has every number.",
         "",
@@ -642,10 +648,32 @@ def markdown(command: str, env: dict[str, Any], records: Sequence[dict[str, Any]
             f"{record['calibration_samples']} calibration samples; {record['runs']} timed runs per model{load_text(record)}. "
             f"{macs_check_text(record)}",
             "",
+            *run_lines(record),
         ]
         out += record.get("error_lines", []) or table(record)
         out.append("")
     return "\n".join(out)
+
+
+def run_lines(record: dict[str, Any]) -> list[str]:
+    """Which run produced a task's numbers: with ``--update`` the tasks of one report may come from several."""
+    run = record.get("run")
+    if not run:
+        return []
+    date = f" on {run['date']}" if run.get("date") else ""
+    return [f"Run: `{run['command']}`{date}; onnxprune: {run['onnxprune']}.", ""]
+
+
+def kept_records(output: Path, tasks: Sequence[str], settings: Settings) -> list[dict[str, Any]]:
+    """The saved records of the tasks not rerun, each with the run that produced it; refuses other targets or rounding."""
+    saved = (output if output.is_absolute() else REPO / output).with_suffix(".json")
+    if not saved.is_file():
+        return []
+    payload = json.loads(saved.read_text())
+    if payload["targets"] != list(settings.targets) or payload["round_to"] != settings.round_to:
+        raise SystemExit(f"error: --update needs the saved run's targets {payload['targets']} and round_to {payload['round_to']}")
+    earlier = {"command": payload["command"], "date": None, "onnxprune": source_line(payload["environment"]["onnxprune_source"])}
+    return [{"run": earlier, **record} for record in payload["tasks"] if record["task"] not in tasks]
 
 
 def log(message: str) -> None:
@@ -677,6 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=WORKDIR, help="where pruned models go (relative to the repository root)")
     parser.add_argument("--output", type=Path, default=OUTPUT, help="markdown report; the JSON goes beside it")
     parser.add_argument("--no-snapshot", action="store_true", help="import the live onnxprune package instead of a copy taken at the start")
+    parser.add_argument("--update", action="store_true", help="keep the saved results of the tasks not named")
     args = parser.parse_args(argv)
     unknown = [name for name in args.tasks if name not in TASKS]
     if unknown:
@@ -684,18 +713,20 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(tuple(args.targets), args.runs, args.round_to, args.workdir)
     command = " ".join(shlex.quote(part) for part in ["python", "tools/bench_accuracy.py", *argv])
     env = {**environment(), "onnxprune_source": onnxprune_source(args.workdir, not args.no_snapshot)}
-    records: list[dict[str, Any]] = []
+    names = args.tasks or list(TASKS)
+    records = kept_records(args.output, names, settings) if args.update else []
+    run = {"command": command, "date": datetime.date.today().isoformat(), "onnxprune": source_line(env["onnxprune_source"])}
     start = time.perf_counter()
-    for name in args.tasks or TASKS:
+    for name in names:
         log(f"{name} ...")
         try:
-            records.append(run_task(name, settings))
+            records.append({**run_task(name, settings), "run": run})
         except Exception as error:  # one broken task must not lose the others
             traceback.print_exc()
-            records.append(
-                {"task": name, "error": one_line(error), "error_lines": [f"Failed: {one_line(error)}"], "input_shapes": {}, "calibration_samples": 0, "runs": 0}
-            )
+            failed = {"task": name, "error": one_line(error), "error_lines": [f"Failed: {one_line(error)}"], "input_shapes": {}, "calibration_samples": 0}
+            records.append({**failed, "runs": 0, "run": run})
         log(f"{name} done after {time.perf_counter() - start:.0f} s")
+        records.sort(key=lambda record: TASKS.index(record["task"]))
         write_outputs(args.output, command, env, records, settings, time.perf_counter() - start)
     return 0
 
