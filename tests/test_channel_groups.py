@@ -190,40 +190,6 @@ def test_reshape_to_minus_one_and_channels_after_a_global_pool_prunes_like_a_fla
     assert removed_channels(result) == 4
 
 
-def test_a_sequence_head_that_merges_batch_and_time_before_its_dense_layer_prunes_through_it() -> None:
-    """A CTC head as Paddle exports it: ``[N, C, 1, W]`` squeezed and transposed to ``[N, W, C]``, then
-    ``Reshape(x, [-1, C])``, the dense layer, and a reshape back to ``[N, W, K]`` whose target is the
-    first two entries of ``Shape(x)`` sliced off at run time.
-
-    The ``-1`` stands for two symbolic dims at once, and the Slice reads only the batch and time
-    entries: the channel axis stays whole in the last axis, and the Gemm loses the removed rows.
-    """
-    net = Net(shape=("N", 3, 1, "W"))
-    features = net.op("Squeeze", [net.relu(net.conv(net.input, 3, 8, k=1)), net.const("axis", np.array([2], np.int64))])
-    sequence = net.op("Transpose", [features], perm=[0, 2, 1])
-    scores = net.gemm(net.op("Reshape", [sequence, net.const("rows", np.array([-1, 8], np.int64))]), 8, 5, trans_b=0)
-    leading = net.op("Slice", [net.op("Shape", [sequence]), net.const("start", np.array([0], np.int64)), net.const("end", np.array([2], np.int64))])
-    target = net.op("Concat", [leading, net.const("classes", np.array([5], np.int64))], axis=0)
-    model = net.model(net.op("Reshape", [scores, target]))
-    channels, _ = discover(model)
-    assert not channels.unit_locked[channels.unit_of_atom[channels.sources[0].atoms]].any(), reasons(channels)
-    # The dense layer's own outputs are reshaped by a target built at run time: unknown, not a split.
-    assert "output dims cannot be matched" in reasons(channels) and "splits" not in reasons(channels)
-    result = assert_equivalent_by_construction(model, HALF)
-    assert removed_channels(result) == 4
-
-
-def test_a_shape_slice_that_takes_the_channel_entry_still_locks() -> None:
-    """The same head, but the reshape back keeps all three entries of ``Shape(x)``: the channel count is read."""
-    net = Net(shape=("N", 3, 1, "W"))
-    features = net.op("Squeeze", [net.relu(net.conv(net.input, 3, 8, k=1)), net.const("axis", np.array([2], np.int64))])
-    sequence = net.op("Transpose", [features], perm=[0, 2, 1])
-    entries = net.op("Slice", [net.op("Shape", [sequence]), net.const("start", np.array([-3], np.int64)), net.const("end", np.array([3], np.int64))])
-    model = net.model(net.op("Reshape", [net.op("Relu", [sequence]), entries]))
-    channels, _ = discover(model)
-    assert "read at run time" in reasons(channels)
-
-
 def test_permute_then_view_with_a_symbolic_batch_prunes_through_the_transposed_flatten() -> None:
     """MTCNN's ``x.permute(0, 3, 2, 1).reshape(x.size(0), -1)`` before its dense layer, batch symbolic.
 

@@ -82,14 +82,6 @@ def transpose_matmul() -> onnx.ModelProto:
     return net.model(net.matmul(y, 8, 6))
 
 
-def sequence_gemm() -> onnx.ModelProto:
-    """A CTC head: ``[N, C, 1, W]`` to ``[N, W, C]``, then ``Reshape(x, [-1, C])`` and the dense layer over every step."""
-    net = Net(shape=(2, 3, 1, 8), seed=16)
-    y = net.op("Squeeze", [net.relu(twin_conv(net, net.input, 3, 8, k=1)), net.const("axis", np.array([2], np.int64))])
-    rows = net.op("Reshape", [net.op("Transpose", [y], perm=[0, 2, 1]), net.const("rows", np.array([-1, 8], np.int64))])
-    return net.model(net.gemm(rows, 8, 5))
-
-
 def kept_conv(net: Net, x: str, cin: int, cout: int) -> str:
     """A conv whose output channels the tests keep (its output value is named ``kept_*``)."""
     name = net.name("kept_")
@@ -124,7 +116,6 @@ MODELS = {
     "depthwise_then_conv": depthwise_between,
     "flatten_gemm": flatten_gemm,
     "transpose_matmul": transpose_matmul,
-    "sequence_gemm": sequence_gemm,
     "residual_two_consumers": residual_two_consumers,
     "concat_offset": concat_offset,
     "conv_transpose_upsample": upsample,

@@ -11,11 +11,8 @@ not get in the way.  Where inference left the target's dims unknown (it
 does for ``x.permute(0, 3, 2, 1).reshape(x.size(0), -1)`` with a symbolic
 batch, as in MTCNN), they are worked out from the target's entries: a
 constant, or a dim copied from a shape read as ``x.size(i)``, and the one
-``-1`` as what is left of the input's size (a number, or a product of
-symbolic dims: ``[-1, C]`` after a global pool leaves the batch, and on a
-sequence ``[N, W, C]`` the batch times the width).  A Shape read is harmless
-when only other entries are taken from it, by a constant Gather or Slice
-(the reshape back to ``[N, W, K]`` behind a sequence's dense layer).
+``-1`` as what is left of the input's size (a number, or one symbolic dim:
+``[-1, C]`` after a global pool leaves the batch).
 """
 
 from __future__ import annotations
@@ -52,8 +49,8 @@ def _product(dims: Sequence[Dim]) -> Product | None:
 
 def _quotient(large: Product, small: Product) -> int | None:
     """``large / small`` when it is a plain integer (the same symbols on both sides)."""
-    quotient = _divide(large, small)
-    return quotient[0] if quotient is not None and not quotient[1] else None
+    dim = _inferred_dim(large, small)
+    return dim if isinstance(dim, int) else None
 
 
 def _expand(walk: Walk, node: ir.Node, tracked: Tracked, outer: int, inner: int, axis: int, rank: int) -> None:
@@ -82,10 +79,10 @@ def _flatten(walk: Walk, node: ir.Node) -> None:
     _expand(walk, node, tracked, outer[0], inner[0], axis=1, rank=2)
 
 
-def _channel_block(before: Product, after: Product, target_dims: Sequence[Product | None]) -> tuple[int, int, int] | None:
+def _channel_block(before: Product, after: Product, target_shape: Sequence[Dim]) -> tuple[int, int, int] | None:
     """The target axis that holds whole channels, as ``(axis, outer, inner)``; None when the channel axis is split."""
-    for axis in range(len(target_dims)):
-        prefix, suffix = _product_of(target_dims[:axis]), _product_of(target_dims[axis + 1 :])
+    for axis in range(len(target_shape)):
+        prefix, suffix = _product(target_shape[:axis]), _product(target_shape[axis + 1 :])
         if prefix is None or suffix is None:
             continue
         outer, inner = _quotient(before, prefix), _quotient(after, suffix)
@@ -114,13 +111,12 @@ def _reshape(walk: Walk, node: ir.Node) -> None:
     if before is None or after is None:
         walk.lock(tracked.atoms, f"{label} input dims are not known")
         return
-    block = _channel_block(before, after, [_product([dim]) for dim in target_shape])
-    resolved = None if block is not None else _target_from_entries(node, entries, source_shape)
-    if block is None and resolved is not None:
-        block = _channel_block(before, after, resolved)
+    block = _channel_block(before, after, target_shape)
     if block is None:
-        known = resolved is not None or all(isinstance(dim, int) for dim in target_shape)
-        walk.lock(tracked.atoms, f"{label} splits or scatters the channel axis" if known else f"{label} output dims cannot be matched to its input's")
+        resolved = _target_from_entries(node, entries, source_shape)
+        block = None if resolved is None else _channel_block(before, after, resolved)
+    if block is None:
+        walk.lock(tracked.atoms, f"{label} splits or scatters the channel axis")
         return
     axis, outer, inner = block
     entry = entries[axis]
@@ -182,43 +178,36 @@ def _copied_dim(walk: Walk, piece: ir.Value) -> Dim:
     return None if isinstance(dim, int) and dim < 1 else dim
 
 
-def _target_from_entries(node: ir.Node, entries: Sequence[Dim], source_shape: Sequence[Dim]) -> list[Product | None] | None:
-    """The Reshape's output dims worked out from its target ``entries``, each as a product (the ``-1`` may stand
-    for several symbolic dims: ``[N, W, C]`` to ``[-1, C]``); None when one of them is not known."""
+def _target_from_entries(node: ir.Node, entries: Sequence[Dim], source_shape: Sequence[Dim]) -> list[Dim] | None:
+    """The Reshape's output shape worked out from its target ``entries``; None when one of them is not known."""
     if None in entries or sum(1 for entry in entries if entry == -1) > 1:
         return None
-    dims: list[Product | None] = []
+    dims: list[Dim] = []
     for axis, entry in enumerate(entries):
         if entry == 0 and not node.attributes.get_int("allowzero", 0):
             if axis >= len(source_shape):
                 return None
             entry = source_shape[axis]
-        dims.append(None if entry == -1 else _product([entry]))
-    if None in dims:
-        total, rest = _product(source_shape), _product_of([dim for dim in dims if dim is not None])
-        missing = None if total is None or rest is None else _divide(total, rest)
+        dims.append(entry)
+    if -1 in dims:
+        total, rest = _product(source_shape), _product([dim for dim in dims if dim != -1])
+        missing = None if total is None or rest is None else _inferred_dim(total, rest)
         if missing is None:
             return None
-        dims[dims.index(None)] = missing
+        dims[dims.index(-1)] = missing
     return dims
 
 
-def _product_of(products: Sequence[Product | None]) -> Product | None:
-    """The product of several products; None when one is unknown."""
-    number, symbols = 1, Counter[str]()
-    for product in products:
-        if product is None:
-            return None
-        number *= product[0]
-        symbols.update(product[1])
-    return number, symbols
-
-
-def _divide(total: Product, rest: Product) -> Product | None:
-    """``total / rest`` as a product; None when it is not a whole one (a remainder, or a symbol ``rest`` has more of)."""
+def _inferred_dim(total: Product, rest: Product) -> Dim:
+    """The one dim ``total / rest``: a number, or a symbolic dim left alone (``[-1, C]`` after a pool with a
+    symbolic batch infers the batch); None when what is left is not one dim."""
     if rest[0] == 0 or total[0] % rest[0] or rest[1] - total[1]:
         return None
-    return total[0] // rest[0], total[1] - rest[1]
+    number, symbols = total[0] // rest[0], total[1] - rest[1]
+    if not symbols:
+        return number
+    (symbol, power), *others = symbols.items()
+    return symbol if number == 1 and power == 1 and not others else None
 
 
 def _shape(walk: Walk, node: ir.Node) -> None:
@@ -233,33 +222,17 @@ def _shape(walk: Walk, node: ir.Node) -> None:
 
 
 def _reads_channel_dim(walk: Walk, shape: ir.Value, entry: int, length: int) -> bool:
-    """Whether anything may read entry ``entry`` of a shape vector; only constant Gathers and Slices of other
-    entries are known not to."""
+    """Whether anything may read entry ``entry`` of a shape vector; only constant Gathers of other entries are known not to."""
     if shape.is_graph_output():
         return True
     for use in shape.uses():
-        taken = _entries_taken(walk, use.node, length) if use.idx == 0 else None
-        if taken is None or entry in taken:
+        user = use.node
+        indices = walk.const_input(user, 1) if user.op_type == "Gather" and use.idx == 0 else None
+        if indices is None or user.attributes.get_int("axis", 0) != 0:
+            return True
+        if entry in {(int(index) + length) % length for index in np.asarray(indices).reshape(-1)}:
             return True
     return False
-
-
-def _entries_taken(walk: Walk, user: ir.Node, length: int) -> set[int] | None:
-    """The entries of a ``length``-long vector that a Gather or Slice with constant indices or bounds takes; None for
-    any other reader."""
-    if user.op_type == "Gather" and user.domain in ONNX_DOMAINS and user.attributes.get_int("axis", 0) == 0:
-        indices = walk.const_input(user, 1)
-        return None if indices is None else {(int(index) + length) % length for index in np.asarray(indices).reshape(-1)}
-    if user.op_type != "Slice" or user.domain not in ONNX_DOMAINS:
-        return None
-    bounds = [ints(walk.const_input(user, index)) if input_at(user, index) is not None else None for index in range(1, 5)]
-    starts, ends, axes, steps = bounds
-    if starts is None or ends is None or len(starts) != 1 or len(ends) != 1:
-        return None
-    if (input_at(user, 3) is not None and axes not in ([0], [-1])) or (input_at(user, 4) is not None and steps is None):
-        return None
-    step = 1 if steps is None else steps[0]
-    return set(range(length)[slice(starts[0], ends[0], step)]) if step else None
 
 
 register_channel_handler("Flatten", _flatten)
