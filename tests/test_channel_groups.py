@@ -190,6 +190,21 @@ def test_reshape_to_minus_one_and_channels_after_a_global_pool_prunes_like_a_fla
     assert removed_channels(result) == 4
 
 
+def test_a_reshape_whose_output_dims_cannot_be_worked_out_locks_without_claiming_a_split() -> None:
+    """A CTC head as Paddle exports it: ``[N, C, 1, W]`` to ``[N, W, C]``, then ``Reshape(x, [-1, C])``.
+
+    The ``-1`` stands for the batch times the width, two symbolic dims that inference names anew as one;
+    the group locks, and the reason says the dims could not be matched rather than that channels are split.
+    """
+    net = Net(shape=("N", 3, 1, "W"))
+    features = net.op("Squeeze", [net.relu(net.conv(net.input, 3, 8, k=1)), net.const("axis", np.array([2], np.int64))])
+    sequence = net.op("Transpose", [features], perm=[0, 2, 1])
+    model = net.model(net.gemm(net.op("Reshape", [sequence, net.const("rows", np.array([-1, 8], np.int64))]), 8, 5, trans_b=0))
+    channels, _ = discover(model)
+    assert channels.unit_locked[channels.unit_of_atom[channels.sources[0].atoms]].all()
+    assert "Reshape" in reasons(channels) and "output dims cannot be matched" in reasons(channels) and "splits" not in reasons(channels)
+
+
 def test_permute_then_view_with_a_symbolic_batch_prunes_through_the_transposed_flatten() -> None:
     """MTCNN's ``x.permute(0, 3, 2, 1).reshape(x.size(0), -1)`` before its dense layer, batch symbolic.
 

@@ -112,11 +112,12 @@ def _reshape(walk: Walk, node: ir.Node) -> None:
         walk.lock(tracked.atoms, f"{label} input dims are not known")
         return
     block = _channel_block(before, after, target_shape)
+    resolved = None if block is not None else _target_from_entries(node, entries, source_shape)
+    if block is None and resolved is not None:
+        block = _channel_block(before, after, resolved)
     if block is None:
-        resolved = _target_from_entries(node, entries, source_shape)
-        block = None if resolved is None else _channel_block(before, after, resolved)
-    if block is None:
-        walk.lock(tracked.atoms, f"{label} splits or scatters the channel axis")
+        known = resolved is not None or all(isinstance(dim, int) for dim in target_shape)
+        walk.lock(tracked.atoms, f"{label} splits or scatters the channel axis" if known else f"{label} output dims cannot be matched to its input's")
         return
     axis, outer, inner = block
     entry = entries[axis]
