@@ -17,7 +17,9 @@ evaluation data.  MACs are counted at the calibration shape.  Writes
 (drift against the share of a group's channels cut) and
 ``benchmarks/tradeoff_<task>.png`` (accuracy against measured speedup, uniform and target).
 ``--update`` replaces only the tasks named and keeps the others' results as they were; every
-task's section says which command produced it, when, and at which commit.
+task's section says which command produced it, when, and at which commit.  ``--round-to K`` prunes
+every model with that channel rounding (pruned models, cache and plots then go under names
+ending in ``_round_to<K>``; use ``--out`` to keep its results apart).
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ def _saved_rows(folder: Path) -> list[dict[str, Any]]:
     return json.loads(saved.read_text()) if saved.is_file() else []
 
 
-def run_task(name: str, knobs: dict[str, list[float]], jobs: int, plots: bool, reuse: bool) -> dict[str, Any]:
+def run_task(name: str, knobs: dict[str, list[float]], jobs: int, plots: bool, reuse: bool, round_to: int | None = None) -> dict[str, Any]:
     task = build_task(name)
-    folder = WORK / name
+    tag = name if round_to is None else f"{name}_round_to{round_to}"
+    folder = WORK / tag
     folder.mkdir(parents=True, exist_ok=True)
     original = onnxprune.load(task.model)
     calibration = load_calibration(str(task.calibration), original)
@@ -76,7 +79,7 @@ def run_task(name: str, knobs: dict[str, list[float]], jobs: int, plots: bool, r
                 row = done[(method, knob)]
                 pruned = onnxprune.load(path)
             else:
-                options: dict[str, Any] = {KNOB[method]: knob}
+                options: dict[str, Any] = {KNOB[method]: knob, **({} if round_to is None else {"round_to": round_to})}
                 if method != "uniform":
                     options.update(jobs=jobs, sensitivity_cache=cache)
                 start = time.perf_counter()
@@ -97,30 +100,33 @@ def run_task(name: str, knobs: dict[str, list[float]], jobs: int, plots: bool, r
     baseline = task.evaluate(task.model)
     for row, timing in zip(rows, timings[1:]):
         row.update(speedup=timing.speedup, ms=timing.median_ms, metrics=task.evaluate(Path(row["path"])))
-    table = _table_of(original, task, cache)
+    table = _table_of(original, task, cache, round_to)
     record = {"task": name, "baseline": baseline, "original_ms": timings[0].median_ms, "shapes": shapes, "rows": rows, "sensitivity": table}
+    if round_to is not None:
+        record["round_to"] = round_to
     if not plots:
         return record
-    plot_sensitivity(table, RESULTS / f"sensitivity_{name}.png", title=f"{name}: drift per channel group")
+    plot_sensitivity(table, RESULTS / f"sensitivity_{tag}.png", title=f"{tag}: drift per channel group")
     metric = next(iter(baseline))
     plot_tradeoff(
         {method: [(row["speedup"], row["metrics"][metric]) for row in rows if row["method"] == method] for method in knobs if knobs[method]},
         baseline[metric],
-        RESULTS / f"tradeoff_{name}.png",
-        title=f"{name}: {metric} against measured speedup (1 thread)",
+        RESULTS / f"tradeoff_{tag}.png",
+        title=f"{tag}: {metric} against measured speedup (1 thread)",
         metric=metric,
     )
     return record
 
 
-def _table_of(original: Any, task: Any, cache: str) -> dict[str, Any]:
+def _table_of(original: Any, task: Any, cache: str, round_to: int | None) -> dict[str, Any]:
     """The sensitivity table the target runs used (from the cache: measured once per task)."""
     from onnxprune.options import ChannelOptions
     from onnxprune.sensitivity import measure_sensitivity
     from onnxprune.simplify import simplify
 
     simplified, _ = simplify(original.clone())
-    return measure_sensitivity(simplified, ChannelOptions(), load_calibration(str(task.calibration), simplified), cache_dir=cache, quiet=True).to_dict()
+    options = ChannelOptions() if round_to is None else ChannelOptions(round_to=round_to)
+    return measure_sensitivity(simplified, options, load_calibration(str(task.calibration), simplified), cache_dir=cache, quiet=True).to_dict()
 
 
 def markdown(records: list[dict[str, Any]], command: str, seconds: float, plots: bool) -> str:
@@ -145,7 +151,8 @@ def markdown(records: list[dict[str, Any]], command: str, seconds: float, plots:
         metric = next(iter(record["baseline"]))
         run = record["run"]
         took = f", {run['minutes']:.1f} min" if run.get("minutes") is not None else ""
-        lines += [f"## {record['task']}", "", f"Run: `{run['command']}` on {run['date']} (commit {run['commit']}){took}.", ""]
+        rounding = f" Every model pruned with `round_to={record['round_to']}`." if "round_to" in record else ""
+        lines += [f"## {record['task']}", "", f"Run: `{run['command']}` on {run['date']} (commit {run['commit']}){took}.{rounding}", ""]
         lines += [f"Original: {metric} {record['baseline'][metric]:.4f}, {record['original_ms']:.3f} ms.", ""]
         lines += [f"| method | knob | MACs ratio | speedup | {metric} | prune s |", "|---|---|---|---|---|---|"]
         for row in record["rows"]:
@@ -161,14 +168,15 @@ def markdown(records: list[dict[str, Any]], command: str, seconds: float, plots:
             lines.append(f"- {row['method']} {row['knob']}: measured {row['speedup']:.2f}x, {metric} {row['metrics'][metric]:.4f}; {verdict}.{failed}")
         lines.append("")
         if plots:
-            lines += [f"![sensitivity](sensitivity_{record['task']}.png) ![tradeoff](tradeoff_{record['task']}.png)", ""]
+            tag = record["task"] + (f"_round_to{record['round_to']}" if "round_to" in record else "")
+            lines += [f"![sensitivity](sensitivity_{tag}.png) ![tradeoff](tradeoff_{tag}.png)", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tasks", nargs="*", default=list(TASKS))
-    parser.add_argument("--ratios", nargs="+", type=float, default=[0.15, 0.25, 0.35, 0.5])
+    parser.add_argument("--ratios", nargs="*", type=float, default=[0.15, 0.25, 0.35, 0.5])
     parser.add_argument("--speedups", nargs="*", type=float, default=[1.5, 2.0])
     parser.add_argument("--macs", nargs="*", type=float, default=[])
     parser.add_argument("--jobs", type=int, default=2)
@@ -176,6 +184,7 @@ def main() -> None:
     parser.add_argument("--no-plots", action="store_true", help="do not (re)draw the per-task PNGs")
     parser.add_argument("--reuse", action="store_true", help="keep models an earlier run pruned (build/target/TASK/rows.json); time and evaluate all again")
     parser.add_argument("--update", action="store_true", help="keep the results of tasks not named from benchmarks/OUT.json")
+    parser.add_argument("--round-to", type=int, default=None, help="channel rounding for every prune (default: onnxprune's, 16)")
     arguments = parser.parse_args()
     start = time.perf_counter()
     RESULTS.mkdir(exist_ok=True)
@@ -185,7 +194,7 @@ def main() -> None:
     for name in arguments.tasks:
         knobs = {"uniform": arguments.ratios, "target": arguments.speedups, "target_macs": arguments.macs}
         task_start = time.perf_counter()
-        record = run_task(name, knobs, arguments.jobs, not arguments.no_plots, arguments.reuse)
+        record = run_task(name, knobs, arguments.jobs, not arguments.no_plots, arguments.reuse, arguments.round_to)
         record["run"] = {"command": command, "date": datetime.date.today().isoformat(), "commit": _commit(), "minutes": (time.perf_counter() - task_start) / 60}
         records.append(record)
         partial = WORK / f"{arguments.out}.partial.json"
