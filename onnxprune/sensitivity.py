@@ -62,7 +62,8 @@ from onnxprune import ir as irx
 from onnxprune import runtime
 from onnxprune.analysis.cost import layer_macs, macs_by_node, model_cost
 from onnxprune.analysis.dependency_walk import discover_channel_groups
-from onnxprune.analysis.layer_candidates import bypass_name, find_bypass_candidates
+from onnxprune.analysis.layer_candidates import bypass_name, bypass_shape_facts, find_bypass_candidates
+from onnxprune.analysis.shapes import ShapeFacts
 from onnxprune.analysis.weight_ops import weight_op
 from onnxprune.calibration import CalibrationData
 from onnxprune.executor import Executor, InProcess
@@ -356,6 +357,11 @@ class _Probe:
         return irx.from_proto(onnx.ModelProto.FromString(self.model_bytes))
 
     @cached_property
+    def _bypass_facts(self) -> list[ShapeFacts]:
+        """Shapes a bypass must keep, inferred once: every probe bypasses a fresh copy of the same model."""
+        return bypass_shape_facts(self._model, self.shapes)
+
+    @cached_property
     def _meter(self) -> DriftMeter:
         return DriftMeter(self._model, self.held_out)
 
@@ -375,7 +381,7 @@ class _Probe:
     def _bypassed(self, name: str) -> ir.Model:
         """A copy with candidate ``name`` bypassed and, with ``reconstruct``, the first layers after it refit."""
         model = self._model.clone()
-        candidate = next(found for found in find_bypass_candidates(model, input_shapes=self.shapes)[0] if found.name == name)
+        candidate = next(found for found in find_bypass_candidates(model, self._bypass_facts)[0] if found.name == name)
         original_node = dict(zip(model.graph, self._model.graph))
         rewired = {use.node for use in candidate.output.uses()}
         apply_bypass(model.graph, candidate)

@@ -54,7 +54,7 @@ from onnx_ir.passes import common as common_passes
 
 from onnxprune.allocation import Allocation, Resource, allocation_path
 from onnxprune.analysis.cost import model_cost
-from onnxprune.analysis.layer_candidates import RESIDUAL, find_bypass_candidates
+from onnxprune.analysis.layer_candidates import RESIDUAL, bypass_shape_facts, find_bypass_candidates
 from onnxprune.bench import benchmark
 from onnxprune.options import ChannelOptions, TargetOptions, TimingOptions
 from onnxprune.passes.channel_selection import rounded_keep
@@ -349,9 +349,13 @@ def architecture(
 
 
 def _bypass(model: ir.Model, chosen: list[BypassSensitivity], shapes: Mapping[str, Sequence[int]] | None) -> None:
-    """Bypass ``chosen`` in this order, as the layer pass does by name: each found anew on the graph its predecessors left."""
+    """Bypass ``chosen`` in this order, as the layer pass does by name: each found anew on the graph its predecessors left
+    (under the shapes inferred once: a bypass keeps every remaining value's shape)."""
+    if not chosen:
+        return
+    facts = bypass_shape_facts(model, shapes)
     for bypass in chosen:
-        candidate = next((found for found in find_bypass_candidates(model, input_shapes=shapes)[0] if found.name == bypass.name), None)
+        candidate = next((found for found in find_bypass_candidates(model, facts)[0] if found.name == bypass.name), None)
         if candidate is not None:
             apply_bypass(model.graph, candidate)
 
