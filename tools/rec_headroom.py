@@ -37,7 +37,7 @@ if str(TOOLS) not in sys.path:
     sys.path.insert(0, str(TOOLS))
 
 import ocr_eval  # noqa: E402
-from eval_common import REPO  # noqa: E402
+from eval_common import REPO, Task  # noqa: E402
 from eval_tasks import build_task  # noqa: E402
 
 import onnxprune  # noqa: E402
@@ -139,7 +139,9 @@ def factor_head(model: ir.Model, activations: np.ndarray, rank: int) -> ir.Model
     return factored
 
 
-def prune_and_score(name: str, overrides: tuple[str, ...], calibration: Any, task: Any, shapes: dict[str, list[int]], original_macs: int) -> dict[str, Any]:
+def prune_and_score(
+    name: str, overrides: tuple[str, ...], calibration: str | dict[str, np.ndarray], task: Task, shapes: dict[str, list[int]], original_macs: int
+) -> dict[str, Any]:
     """Prune rec with ``overrides`` on ``calibration``, save it as ``name`` and score it."""
     start = time.perf_counter()
     result = onnxprune.prune(task.model, calibration=calibration, channel_override=overrides, validate=False, bench=False)
@@ -151,7 +153,8 @@ def prune_and_score(name: str, overrides: tuple[str, ...], calibration: Any, tas
     return row
 
 
-def score(name: str, model: ir.Model, path: Path, task: Any, shapes: dict[str, list[int]], original_macs: int) -> dict[str, Any]:
+def score(name: str, model: ir.Model, path: Path, task: Task, shapes: dict[str, list[int]], original_macs: int) -> dict[str, Any]:
+    """The MAC ratio of ``model`` (saved at ``path``) and its task metrics, printed as they come."""
     row = {"model": name, "macs_ratio": onnxprune.model_cost(model, shapes=shapes).macs / original_macs, **task.evaluate(path)}
     print(f"{name}: MACs {row['macs_ratio']:.3f}, exact match {row['exact_match']:.3f}", flush=True)
     return row
@@ -179,7 +182,7 @@ def main() -> None:
     write_markdown(record)
 
 
-def factored_heads(name: str, model: ir.Model, task: Any, shapes: dict[str, list[int]], original_macs: int) -> list[dict[str, Any]]:
+def factored_heads(name: str, model: ir.Model, task: Task, shapes: dict[str, list[int]], original_macs: int) -> list[dict[str, Any]]:
     """``model`` with its head factored at each of :data:`RANKS`, saved and scored (activations from its calibration fit part)."""
     activations = head_inputs(model, dense_head(model), load_calibration(str(task.calibration), model).fit)
     rows = []
