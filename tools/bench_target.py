@@ -60,9 +60,14 @@ def _saved_rows(folder: Path) -> list[dict[str, Any]]:
     return json.loads(saved.read_text()) if saved.is_file() else []
 
 
+def file_tag(name: str, round_to: int | None) -> str:
+    """The name a task's models, cache and plots go under: a run with its own channel rounding is kept apart."""
+    return name if round_to is None else f"{name}_round_to{round_to}"
+
+
 def run_task(name: str, knobs: dict[str, list[float]], jobs: int, plots: bool, reuse: bool, round_to: int | None = None) -> dict[str, Any]:
     task = build_task(name)
-    tag = name if round_to is None else f"{name}_round_to{round_to}"
+    tag = file_tag(name, round_to)
     folder = WORK / tag
     folder.mkdir(parents=True, exist_ok=True)
     original = onnxprune.load(task.model)
@@ -168,7 +173,7 @@ def markdown(records: list[dict[str, Any]], command: str, seconds: float, plots:
             lines.append(f"- {row['method']} {row['knob']}: measured {row['speedup']:.2f}x, {metric} {row['metrics'][metric]:.4f}; {verdict}.{failed}")
         lines.append("")
         if plots:
-            tag = record["task"] + (f"_round_to{record['round_to']}" if "round_to" in record else "")
+            tag = file_tag(record["task"], record.get("round_to"))
             lines += [f"![sensitivity](sensitivity_{tag}.png) ![tradeoff](tradeoff_{tag}.png)", ""]
     return "\n".join(lines)
 
